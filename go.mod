@@ -1,0 +1,3 @@
+module github.com/moatsec/moat
+
+go 1.26.8
