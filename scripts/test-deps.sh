@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs when it is missing. As root it uses
+# apt-get; otherwise it lists what to install and fails.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have curl       || need+=(curl)
+have git        || need+=(git)
+have python3    || need+=(python3)
+have node       || need+=(nodejs)
+have squid      || [ -x /usr/sbin/squid ] || need+=(squid)
+have tinyproxy  || [ -x /usr/sbin/tinyproxy ] || [ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)
+have hyperfine  || need+=(hyperfine)
+have wrk        || need+=(wrk)
+have unshare    || need+=(util-linux)
+have prlimit    || need+=(util-linux)
+have ip         || need+=(iproute2)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+have go         || need+=(golang-go)
+
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "test-deps: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
+		exit 1
+	fi
+	echo "test-deps: installing ${need[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The module names its Go version; go 1.21 and later fetch it themselves.
+v=$(go env GOVERSION | sed 's/^go//')
+case "$v" in
+	1.1[0-9]*|1.20*) echo "test-deps: go $v is too old; moat needs go 1.21 or later (it then fetches the version go.mod names)" >&2; exit 1 ;;
+esac
