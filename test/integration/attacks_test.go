@@ -394,6 +394,9 @@ func TestSlowloris(t *testing.T) {
 			})
 		}
 	})
+	checkDenied(t, p.WaitRecord("the slowloris refusal", func(r audit.Record) bool {
+		return r.Decision == "deny" && (r.Status == 408 || strings.Contains(r.Rule, "timeout"))
+	}))
 	settle()
 	for _, r := range up.Seen() {
 		if r.Path == "/slow" {

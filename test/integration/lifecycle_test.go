@@ -45,13 +45,14 @@ func TestReloadAndShutdown(t *testing.T) {
 	if err := os.WriteFile(p.PolicyFile, []byte("version: 1\nnetwork: [unclosed\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	before := len(p.Stderr())
 	p.Signal(syscall.SIGHUP)
 	r := p.WaitRecord("the reload-failed record", lifecycle("reload-failed"))
 	if r.Reason == "" && r.Detail == "" {
 		t.Errorf("reload-failed record says nothing of why: %+v", r)
 	}
-	if _, ok := p.WaitStderr("moat.yaml"); !ok {
-		t.Errorf("no stderr line names the invalid policy file moat.yaml:\n%s", p.Stderr())
+	if _, ok := p.WaitStderr(before, "moat.yaml"); !ok {
+		t.Errorf("after the failed reload, no stderr line names the invalid policy file moat.yaml:\n%s", p.Stderr()[before:])
 	}
 	expect(b, "/after-bad-reload", 200)
 	expect(a, "/after-bad-reload", 403)
@@ -61,6 +62,7 @@ func TestReloadAndShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Signal(syscall.SIGHUP)
+	p.WaitCount("the second successful reload", 2, lifecycle("reload"))
 	resp, _, tun := p.connect(t, secure.HostPort("localhost"))
 	if resp.StatusCode != 200 {
 		t.Fatalf("CONNECT before shutdown: %d", resp.StatusCode)

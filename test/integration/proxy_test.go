@@ -175,11 +175,12 @@ func (p *moatProxy) Signal(s syscall.Signal) {
 // Stderr is everything the proxy wrote so far (stdout included).
 func (p *moatProxy) Stderr() string { return p.stderr.String() }
 
-// WaitStderr waits up to 5 s for a line containing sub.
-func (p *moatProxy) WaitStderr(sub string) (string, bool) {
+// WaitStderr waits up to 5 s for a line containing sub in what the proxy
+// wrote after the first from bytes.
+func (p *moatProxy) WaitStderr(from int, sub string) (string, bool) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, l := range strings.Split(p.Stderr(), "\n") {
+		for _, l := range strings.Split(p.Stderr()[from:], "\n") {
 			if strings.Contains(l, sub) {
 				return l, true
 			}
@@ -187,6 +188,27 @@ func (p *moatProxy) WaitStderr(sub string) (string, bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return "", false
+}
+
+// WaitCount waits up to 5 s for n audit records that match accepts.
+func (p *moatProxy) WaitCount(desc string, n int, match func(audit.Record) bool) {
+	p.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := 0
+		for _, r := range p.Records() {
+			if match(r) {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%d audit records for %s within 5 s; want %d; audit:\n%s", got, desc, n, p.auditText())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (p *moatProxy) auditText() string {
