@@ -225,9 +225,18 @@ func (w *Writer) writeLocked(line []byte) error {
 			return err
 		}
 	}
-	if w.rotate && w.size > 0 && w.size+int64(len(line)) > w.opt.MaxSize {
+	pad := w.padding(len(line))
+	if w.rotate && w.size > 0 && w.size+pad+int64(len(line)) > w.opt.MaxSize {
 		if err := w.rotateLocked(); err != nil {
 			w.err = err
+		}
+		pad = w.padding(len(line))
+	}
+	if pad > 0 {
+		n, err := w.f.Write(blankLine(pad))
+		w.size += int64(n)
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
 		}
 	}
 	n, err := w.f.Write(line)
@@ -237,6 +246,37 @@ func (w *Writer) writeLocked(line []byte) error {
 	}
 	return nil
 }
+
+// pageSize is the unit in which Linux copies a write into a file: a
+// process that receives SIGKILL during a write stops at the next page
+// boundary and keeps what it wrote, so only a write that stays inside one
+// page is all or nothing.
+var pageSize = int64(os.Getpagesize())
+
+// padding returns how many bytes of blank line must precede a line of n
+// bytes so that it does not cross a page boundary of a regular file: 0 if
+// it fits in what is left of the current page, or if it is longer than a
+// page (such a line, rare, cannot be made atomic and starts where it is).
+func (w *Writer) padding(n int) int64 {
+	if !w.rotate || int64(n) > pageSize {
+		return 0
+	}
+	used := w.size % pageSize
+	if used == 0 || used+int64(n) <= pageSize {
+		return 0
+	}
+	return pageSize - used
+}
+
+var blanks = func() []byte {
+	b := bytes.Repeat([]byte{' '}, int(pageSize))
+	b[len(b)-1] = '\n'
+	return b
+}()
+
+// blankLine returns n bytes of spaces ending in a newline: a line that
+// readers skip.
+func blankLine(n int64) []byte { return blanks[len(blanks)-int(n):] }
 
 func (w *Writer) name() string {
 	if w.stream != nil {
@@ -254,7 +294,15 @@ func (w *Writer) rotateLocked() error {
 			return w.reopen()
 		}
 	}
-	for i := w.opt.MaxFiles - 1; i >= 1; i-- {
+	// Shift only the files there are: stop at the first gap.
+	n := 1
+	for n < w.opt.MaxFiles {
+		if _, err := os.Lstat(w.path + "." + strconv.Itoa(n)); err != nil {
+			break
+		}
+		n++
+	}
+	for i := n - 1; i >= 1; i-- {
 		err := os.Rename(w.path+"."+strconv.Itoa(i), w.path+"."+strconv.Itoa(i+1))
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("audit: rotate: %w", err)
