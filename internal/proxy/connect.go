@@ -73,36 +73,28 @@ func (s *Server) tunnel(c *clientConn, d *dest, rec audit.Record, start time.Tim
 		return
 	}
 	defer s.untrack(up)
-	finished := make(chan struct{}, 2)
+	var upDone atomic.Bool
+	done := make(chan struct{})
 	go func() {
 		// Upstream to client starts at once: some protocols speak first.
 		relay(c.Conn, up, &downN)
 		closeWrite(c.Conn)
-		finished <- struct{}{}
+		// The upstream is done; a client that keeps its side open gets a
+		// little time to notice, not forever.
+		upDone.Store(true)
+		c.SetReadDeadline(time.Now().Add(halfCloseGrace))
+		close(done)
 	}()
-	var refused bool
-	go func() {
-		if c.br.Buffered() == 0 {
-			waitReadable(c.Conn) // an idle tunnel waits here, holding no buffer
-		}
-		if refused = s.checkHello(c, rec.Host, &rec); refused {
-			c.Close()
-			up.Close()
-		} else if err := drain(up, c, &upN); err == nil {
-			relay(up, c.Conn, &upN)
-			closeWrite(up)
-		}
-		finished <- struct{}{}
-	}()
-	<-finished
-	// One direction is done. The other may still be finishing a reply (a
-	// client that half-closed after its request): give it IdleTimeout.
-	grace := time.Now().Add(orDefault(s.IdleTimeout, DefaultIdleTimeout))
-	c.SetDeadline(grace)
-	up.SetDeadline(grace)
-	<-finished
+	refused := s.clientToUpstream(c, up, &rec, &upN, &upDone)
+	// The client is done sending. The upstream may still be answering a
+	// client that half-closed after its request: give it a little time.
+	select {
+	case <-done:
+	case <-time.After(halfCloseGrace):
+	}
 	c.Close()
 	up.Close()
+	<-done
 
 	rec.Event = "close"
 	rec.BytesUp, rec.BytesDown = upN.Load(), downN.Load()
@@ -113,6 +105,41 @@ func (s *Server) tunnel(c *clientConn, d *dest, rec audit.Record, start time.Tim
 	}
 	s.record(rec)
 }
+
+// halfCloseGrace is how long a tunnel stays open after one side finished.
+const halfCloseGrace = 5 * time.Second
+
+// clientToUpstream relays the client's bytes, after checking a TLS
+// ClientHello if the client starts with one. It reports whether the tunnel
+// was refused.
+func (s *Server) clientToUpstream(c *clientConn, up net.Conn, rec *audit.Record, n *atomic.Int64, upDone *atomic.Bool) bool {
+	if c.br.Buffered() == 0 {
+		// An idle tunnel waits here holding no buffer at all.
+		c.br = nil
+		if err := waitReadable(c.Conn); err != nil {
+			return false
+		}
+		c.br = bufio.NewReaderSize(c.Conn, helloReader)
+	}
+	refused := s.checkHello(c, rec.Host, rec)
+	if upDone.Load() {
+		c.SetReadDeadline(time.Now().Add(halfCloseGrace))
+	}
+	if refused {
+		c.Close()
+		up.Close()
+		return true
+	}
+	if err := drain(up, c, n); err == nil {
+		relay(up, c.Conn, n)
+		closeWrite(up)
+	}
+	return false
+}
+
+// helloReader fits one TLS record of the largest size, which holds any
+// common ClientHello; peekSNI grows it for one that spans several records.
+const helloReader = 16384 + 5
 
 // drain passes on what the client's reader buffered (the ClientHello, or
 // early data), then lets the reader go: the rest is relayed from the
@@ -146,6 +173,10 @@ func (s *Server) checkHello(c *clientConn, host string, rec *audit.Record) bool 
 	}
 	c.SetReadDeadline(time.Now().Add(orDefault(s.HelloTimeout, DefaultHelloTimeout)))
 	sni, err := peekSNI(c.br)
+	if errors.Is(err, bufio.ErrBufferFull) {
+		growReader(c, maxHello+5)
+		sni, err = peekSNI(c.br)
+	}
 	c.SetReadDeadline(time.Time{})
 	if err != nil {
 		rec.Rule, rec.Reason = "bad-client-hello", fmt.Sprintf("cannot read the TLS ClientHello: %v", err)
@@ -189,7 +220,7 @@ func peekSNI(br *bufio.Reader) (string, error) {
 			return "", errors.New("not a handshake record")
 		}
 		n := int(h[3])<<8 | int(h[4])
-		if off+5+n > maxHello || n == 0 {
+		if off+5+n > maxHello+5 || n == 0 {
 			return "", errors.New("ClientHello too large")
 		}
 		rec, err := br.Peek(off + 5 + n)

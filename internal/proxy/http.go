@@ -53,14 +53,20 @@ func readHeaderBlock(c *clientConn, max int) (headerInfo, error) {
 			return headerInfo{received: len(buf)}, errHeaderTooLarge
 		}
 		if len(buf) == c.br.Size() {
-			held := bytes.Clone(buf)
-			c.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(held), c.Conn), max+1)
+			growReader(c, max+1)
 			continue
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
 			return headerInfo{received: len(buf)}, err
 		}
 	}
+}
+
+// growReader replaces the client's reader with a larger one that first
+// returns what the old one held.
+func growReader(c *clientConn, size int) {
+	held, _ := c.br.Peek(c.br.Buffered())
+	c.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), c.Conn), size)
 }
 
 func headerEnd(b []byte) int {
