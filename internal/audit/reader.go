@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// A line is malformed unless it is a JSON object with a time and a kind.
+// A line is malformed unless it is a JSON object with a time (in years 0
+// to 9999 UTC) and a kind.
 // Unknown fields are ignored, so newer files stay readable. Blank lines are
 // skipped without being counted.
 func parseLine(line []byte) (Record, bool) {
@@ -21,6 +22,9 @@ func parseLine(line []byte) (Record, bool) {
 		return r, false
 	}
 	if err := json.Unmarshal(line, &r); err != nil || r.Time.IsZero() || r.Kind == "" {
+		return Record{}, false
+	}
+	if y := r.Time.UTC().Year(); y < 0 || y > 9999 { // "0000-01-01T00:00:00+01:00"; Write could not write it
 		return Record{}, false
 	}
 	return r, true
