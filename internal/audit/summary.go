@@ -154,11 +154,11 @@ func (s Summary) Top(n int) Summary {
 func (s Summary) WriteText(w io.Writer, top int) error {
 	t := s.Top(top)
 	head := &table{}
-	span := ""
+	records := strconv.Itoa(s.Records)
 	if s.Records > 0 {
-		span = "from " + s.First.UTC().Format(time.RFC3339) + " to " + s.Last.UTC().Format(time.RFC3339)
+		records += ", from " + s.First.UTC().Format(time.RFC3339) + " to " + s.Last.UTC().Format(time.RFC3339)
 	}
-	head.add("records", strconv.Itoa(s.Records), span)
+	head.add("records", records)
 	head.add("decisions", counts(s.Decisions, []string{DecisionAllow, DecisionDeny, DecisionAsk}))
 	head.add("kinds", counts(s.Kinds, nil))
 	head.add("would-deny", strconv.Itoa(s.WouldDeny))
@@ -200,7 +200,7 @@ func more(n int, what string) string {
 }
 
 // counts renders "allow 8, deny 3": first the keys of order, then the
-// others by count, then name. Zero counts are left out; "" shows as "-".
+// others by count, then name. Zero counts are left out; "" shows as "none".
 func counts(m map[string]int, order []string) string {
 	keys := slices.Collect(maps.Keys(m))
 	rank := func(k string) int {
@@ -217,7 +217,7 @@ func counts(m map[string]int, order []string) string {
 		if m[k] == 0 {
 			continue
 		}
-		name := "-"
+		name := "none"
 		if k != "" {
 			name = word(k)
 		}
