@@ -14,6 +14,14 @@ const (
 	DecisionAsk   = "ask"
 )
 
+// Events of a tunnel (KindConnect records): the proxy writes one record
+// when a tunnel opens and one, with its byte counts and duration, when it
+// closes.
+const (
+	EventOpen  = "open"
+	EventClose = "close"
+)
+
 // Filter selects records. Each non-zero field must match; the zero Filter
 // matches everything.
 type Filter struct {

@@ -152,8 +152,8 @@ func TestSmallFileIsWriterOutput(t *testing.T) {
 			t.Errorf("re-encoded:\n got: %s want: %s", buf.String(), line)
 		}
 	}
-	if good != 12 {
-		t.Errorf("%d good lines; want 12", good)
+	if good != 17 {
+		t.Errorf("%d good lines; want 17", good)
 	}
 }
 

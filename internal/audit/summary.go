@@ -12,6 +12,13 @@ import (
 )
 
 // Summary totals a set of records.
+//
+// Records counts lines; everything else counts decisions. A tunnel is
+// logged twice, with "event":"open" when it is allowed and "event":"close"
+// when it ends: its close record adds the tunnel's bytes to its host but
+// is not counted again, unless it records a refusal (the TLS server name
+// did not match), which is a decision of its own. A close record whose
+// open record is not in the set (it was rotated away) is counted in full.
 type Summary struct {
 	Records   int            `json:"records"`
 	First     time.Time      `json:"first"` // earliest record time; zero when Records is 0
@@ -66,6 +73,15 @@ func (z *Summarizer) Add(r Record) {
 	}
 	if r.Time.After(s.Last) {
 		s.Last = r.Time
+	}
+	if r.Event == EventClose && r.Decision != DecisionDeny {
+		// The end of a tunnel whose open record was counted: only its
+		// bytes are new.
+		if h := z.hosts[r.Host]; r.Host != "" && h != nil {
+			h.BytesUp += r.BytesUp
+			h.BytesDown += r.BytesDown
+			return
+		}
 	}
 	s.Decisions[r.Decision]++
 	s.Kinds[r.Kind]++

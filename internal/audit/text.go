@@ -17,7 +17,8 @@ import (
 // there is none, as in lifecycle records), the protocol (or the kind when
 // there is no protocol), then whichever of event, method, target, SNI,
 // status, traffic, would-deny, rule, reason and detail are set. Traffic is
-// shown for allowed requests and connections; rule and reason for what was
+// shown for allowed requests and connections (for a tunnel, on its close
+// record), and whenever a byte was counted; rule and reason for what was
 // not simply allowed. Values an agent could choose are quoted when they
 // hold spaces, quotes, backslashes or anything unprintable, so a record
 // cannot forge columns or send escape sequences to a terminal. The line
@@ -53,7 +54,7 @@ func FormatText(r Record) string {
 	if r.Status != 0 {
 		b = strconv.AppendInt(append(b, ' '), int64(r.Status), 10)
 	}
-	traffic := r.Kind == KindRequest || r.Kind == KindConnect
+	traffic := (r.Kind == KindRequest || r.Kind == KindConnect) && r.Event != EventOpen
 	if traffic && r.Decision == DecisionAllow || r.BytesUp != 0 || r.BytesDown != 0 {
 		b = strconv.AppendInt(append(b, " up="...), r.BytesUp, 10)
 		b = strconv.AppendInt(append(b, " down="...), r.BytesDown, 10)

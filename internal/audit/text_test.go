@@ -42,6 +42,16 @@ func TestFormatText(t *testing.T) {
 				WouldDeny: true, Rule: "default-deny", Reason: "not listed"},
 			`2026-11-27T14:03:12Z allow connect pypi.org:443 up=0 down=0 0.0ms would-deny rule=default-deny reason="not listed"`,
 		},
+		{ // a tunnel's open record has no traffic yet; its close record has
+			Record{Time: t0, Kind: KindConnect, Proto: "connect", Method: "CONNECT", Host: "a.example", Port: 443,
+				Decision: DecisionAllow, Event: EventOpen, Status: 200},
+			`2026-11-27T14:03:12Z allow connect open CONNECT a.example:443 200`,
+		},
+		{
+			Record{Time: t0, Kind: KindConnect, Proto: "connect", Method: "CONNECT", Host: "a.example", Port: 443,
+				Decision: DecisionAllow, Event: EventClose, Status: 200, BytesUp: 10, Duration: 1000},
+			`2026-11-27T14:03:12Z allow connect close CONNECT a.example:443 200 up=10 down=0 1000.0ms`,
+		},
 		{
 			Record{Time: t0, Kind: KindLifecycle, Event: "reload-failed", Detail: `moat.yaml:3: bad "x"`},
 			`2026-11-27T14:03:12Z -     lifecycle reload-failed detail="moat.yaml:3: bad \"x\""`,
@@ -96,8 +106,8 @@ func smallRecords(t *testing.T) []Record {
 	defer f.Close()
 	var recs []Record
 	bad, err := Scan(f, func(r Record) error { recs = append(recs, r); return nil })
-	if err != nil || bad != 2 || len(recs) != 12 {
-		t.Fatalf("testdata/small.jsonl: %d records, %d bad, %v; want 12, 2, nil", len(recs), bad, err)
+	if err != nil || bad != 2 || len(recs) != 17 {
+		t.Fatalf("testdata/small.jsonl: %d records, %d bad, %v; want 17, 2, nil", len(recs), bad, err)
 	}
 	return recs
 }
@@ -107,18 +117,23 @@ func TestFormatTextSmall(t *testing.T) {
 	for _, r := range smallRecords(t) {
 		got.WriteString(FormatText(r) + "\n")
 	}
-	const want = `2026-11-27T14:00:00Z -     lifecycle start detail="proxy listening on /run/moat/s1.sock"
+	const want = `2026-11-27T14:00:00Z -     lifecycle start detail="listening on 127.0.0.1:3128 and /run/moat/s1.sock"
 2026-11-27T14:00:01Z allow http    GET example.com:80/index.html 200 up=123 down=4567 12.3ms
-2026-11-27T14:00:02Z allow connect CONNECT api.anthropic.com:443 200 up=2048 down=1048576 1500.5ms
+2026-11-27T14:00:02Z allow connect open CONNECT api.anthropic.com:443 200
 2026-11-27T14:00:03Z deny  connect CONNECT evil.example:443 403 rule=default-deny reason="evil.example:443 is not in network.allow; add it there to allow it"
 2026-11-27T14:00:04Z deny  http    GET 169.254.169.254:80/latest/meta-data/ 403 rule=private-address reason="169.254.169.254 is a link-local address; list it in network.allow_private to allow it"
-2026-11-27T14:00:05Z allow socks5  api.anthropic.com:443 up=512 down=2048 30.0ms
+2026-11-27T14:00:05Z allow socks5  open CONNECT api.anthropic.com:443
 2026-11-27T14:00:06Z allow reverse POST api.anthropic.com:443/v1/messages 200 up=3000 down=9000 850.2ms
-2026-11-27T14:00:07Z allow connect CONNECT pypi.org:443 200 up=100 down=200000 40.0ms would-deny rule=default-deny reason="pypi.org:443 is not in network.allow"
-2026-11-27T14:00:08Z ask   permission rule="moat.yaml:30 permissions.ask[0]" reason="publishing needs a person's approval" detail="Bash(npm publish)"
-2026-11-27T14:00:09Z deny  connect CONNECT evil.example:8443 403 rule=default-deny reason="evil.example:8443 is not in network.allow; add it there to allow it"
-2026-11-27T14:00:10Z allow http    GET files.example.net:80/a.txt 404 up=90 down=150 2.0ms
-2026-11-27T14:00:11Z -     lifecycle stop
+2026-11-27T14:00:07Z allow connect open CONNECT pypi.org:443 200 would-deny rule=default-deny reason="pypi.org:443 is not in network.allow"
+2026-11-27T14:00:08Z allow connect close CONNECT api.anthropic.com:443 200 up=2048 down=1048576 6000.5ms
+2026-11-27T14:00:09Z ask   permission rule="moat.yaml:30 permissions.ask[0]" reason="publishing needs a person's approval" detail="Bash(npm publish)"
+2026-11-27T14:00:10Z allow connect open CONNECT files.example.net:443 200
+2026-11-27T14:00:11Z deny  connect close CONNECT files.example.net:443 sni=evil.example 200 rule=sni-mismatch reason="TLS server name \"evil.example\" does not match the tunnel's destination \"files.example.net\""
+2026-11-27T14:00:12Z allow socks5  close CONNECT api.anthropic.com:443 up=512 down=2048 7000.0ms
+2026-11-27T14:00:13Z allow connect close CONNECT pypi.org:443 200 up=100 down=200000 6000.0ms would-deny rule=default-deny reason="pypi.org:443 is not in network.allow"
+2026-11-27T14:00:14Z deny  connect CONNECT evil.example:8443 403 rule=default-deny reason="evil.example:8443 is not in network.allow; add it there to allow it"
+2026-11-27T14:00:15Z allow http    GET files.example.net:80/a.txt 404 up=90 down=150 2.0ms
+2026-11-27T14:00:16Z -     lifecycle stop
 `
 	if got.String() != want {
 		t.Errorf("FormatText over testdata/small.jsonl:\n got:\n%s\nwant:\n%s", got.String(), want)
