@@ -1,5 +1,7 @@
 package policy
 
+import "net/netip"
+
 // This file is the policy model every tier reads. The network section is
 // enforced by the proxy; the other sections are defined now so that files
 // written today stay valid as later tiers enforce them.
@@ -94,6 +96,9 @@ type Policy struct {
 	Locks []Entry
 	// Layers lists the files that made this policy, highest precedence first.
 	Layers []Origin
+	// ProfileOrigin says who chose Profile: a layer's "profile" key, the
+	// --profile flag (Layer "flag"), or nobody (zero: the default profile).
+	ProfileOrigin Origin
 }
 
 type Filesystem struct {
@@ -117,6 +122,8 @@ type HostRule struct {
 	// Port 0 means the default ports: 80 and 443 (for allow), any port (for deny).
 	Port   uint16
 	Origin Origin
+
+	prefix netip.Prefix // Prefix, parsed by ParseHostRule; zero in a rule built by hand
 }
 
 type Network struct {
