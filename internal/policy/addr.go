@@ -111,10 +111,10 @@ func classify4(b [4]byte) string {
 	case b[0] == 127:
 		return "loopback"
 	case b == [4]byte{169, 254, 169, 254}, // AWS, GCP, Azure, OCI... instance metadata
-		b == [4]byte{169, 254, 170, 2},       // AWS ECS task metadata
-		b == [4]byte{169, 254, 170, 23},      // AWS EKS pod identity agent
-		b == [4]byte{100, 100, 100, 200},     // Alibaba Cloud metadata
-		b == [4]byte{168, 63, 129, 16}:       // Azure wire server, in public space
+		b == [4]byte{169, 254, 170, 2},   // AWS ECS task metadata
+		b == [4]byte{169, 254, 170, 23},  // AWS EKS pod identity agent
+		b == [4]byte{100, 100, 100, 200}, // Alibaba Cloud metadata
+		b == [4]byte{168, 63, 129, 16}:   // Azure wire server, in public space
 		return "metadata"
 	case b[0] == 169 && b[1] == 254:
 		return "link-local"
