@@ -73,6 +73,9 @@ func runAudit(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "moat: audit: %v\n", err)
 		return exitUsage
 	}
+	if file, ok = auditFile(e, file); !ok {
+		return exitUsage
+	}
 
 	out := bufio.NewWriter(e.stdout)
 	jw := audit.NewStreamWriter(out)
@@ -123,6 +126,9 @@ func runAuditSummary(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "moat: audit: %v\n", err)
 		return exitUsage
 	}
+	if file, ok = auditFile(e, file); !ok {
+		return exitUsage
+	}
 	var z audit.Summarizer
 	bad, err := scanAuditFile(e, file, func(r audit.Record) error {
 		if filter.Match(r) {
@@ -144,7 +150,8 @@ func runAuditSummary(e *env, args []string) int {
 }
 
 // parseAuditArgs parses flags and at most one FILE, in any order, and
-// returns the file to read. When ok is false, code is the exit code.
+// returns FILE ("" if none was given). When ok is false, code is the exit
+// code.
 func parseAuditArgs(e *env, fs *flag.FlagSet, args []string) (file string, code int, ok bool) {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
@@ -171,20 +178,27 @@ func parseAuditArgs(e *env, fs *flag.FlagSet, args []string) (file string, code 
 		}
 		pos, args = append(pos, rest[0]), rest[1:]
 	}
-	switch len(pos) {
-	case 0:
-		file = audit.DefaultPath(e.getenv)
-		if file == "" {
-			fmt.Fprintln(e.stderr, "moat: audit: no FILE given, and neither XDG_STATE_HOME nor HOME is set to find the default")
-			return "", exitUsage, false
-		}
-	case 1:
-		file = pos[0]
-	default:
+	if len(pos) > 1 {
 		fmt.Fprintf(e.stderr, "moat: audit: %d files given (%s); want at most one\n%s", len(pos), strings.Join(pos, " "), auditUsage)
 		return "", exitUsage, false
 	}
-	return file, exitOK, true
+	if len(pos) == 1 {
+		return pos[0], exitOK, true
+	}
+	return "", exitOK, true
+}
+
+// auditFile returns file, or the default path when it is "". When ok is
+// false, it has reported why there is none.
+func auditFile(e *env, file string) (string, bool) {
+	if file != "" {
+		return file, true
+	}
+	if file = audit.DefaultPath(e.getenv); file == "" {
+		fmt.Fprintln(e.stderr, "moat: audit: no FILE given, and neither XDG_STATE_HOME nor HOME is set to find the default")
+		return "", false
+	}
+	return file, true
 }
 
 // scanAuditFile scans FILE, or standard input for "-".
