@@ -76,7 +76,11 @@ func testPolicy(t *testing.T, yaml string) *policy.Policy {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return tmpPolicy(t, yaml)
+	p, err := policy.LoadFile(path)
+	if err != nil {
+		t.Fatalf("policy:\n%s\nerror: %v", yaml, err)
+	}
+	return p
 }
 
 // fixture is a proxy on 127.0.0.1 with a resolver that knows test names.

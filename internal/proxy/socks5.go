@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"github.com/moatsec/moat/internal/audit"
@@ -107,6 +105,9 @@ func readSOCKSRequest(r io.Reader) (socksRequest, error) {
 		return socksRequest{}, &errSOCKS{repFailure, fmt.Sprintf("socks: request version %d, want 5", h[0])}
 	}
 	req := socksRequest{cmd: h[1]}
+	if h[2] != 0 {
+		return req, &errSOCKS{repFailure, fmt.Sprintf("socks: reserved byte is %d, want 0", h[2])}
+	}
 	switch h[3] {
 	case atypIPv4:
 		var a [4]byte
@@ -250,5 +251,3 @@ func (s *Server) serveSOCKS(c *clientConn) {
 	s.tunnel(c, d, rec, start)
 }
 
-var _ = strconv.Itoa
-var _ = net.IPv4len

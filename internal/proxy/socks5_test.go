@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"testing"
 	"time"
 
@@ -139,15 +138,10 @@ func FuzzSOCKSRequest(f *testing.F) {
 			t.Fatalf("accepted %+v from %x", req, b)
 		}
 		// What was accepted re-encodes to the bytes it came from.
-		var want []byte
-		switch b[3] {
-		case atypDomain:
-			want = socksConnectMsg(req.host, req.port)
-		case atypIPv4, atypIPv6:
-			want = b[:len(b)-0]
-		}
-		if b[3] == atypDomain && !bytes.HasPrefix(b, want) {
-			t.Fatalf("re-encoded %x is not a prefix of %x", want, b)
+		if b[3] == atypDomain {
+			if want := socksConnectMsg(req.host, req.port); !bytes.HasPrefix(b, want) {
+				t.Fatalf("re-encoded %x is not a prefix of %x", want, b)
+			}
 		}
 	})
 }
@@ -166,5 +160,3 @@ func FuzzSOCKSGreeting(f *testing.F) {
 		}
 	})
 }
-
-var _ = strconv.Itoa
