@@ -250,4 +250,3 @@ func (s *Server) serveSOCKS(c *clientConn) {
 	}
 	s.tunnel(c, d, rec, start)
 }
-
