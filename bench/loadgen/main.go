@@ -62,6 +62,7 @@ type options struct {
 	moatRev      string
 	keep         bool
 	timeout      time.Duration
+	quietBudget  time.Duration
 }
 
 func main() {
@@ -106,7 +107,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	tunnels := fs.String("tunnels", "1000,10000", "comma-separated counts of idle tunnels at which to measure memory")
 	fs.StringVar(&o.command, "command", "", "the command line to print in the report (bench/run.sh passes its own)")
 	fs.BoolVar(&o.keep, "keep", false, "keep each proxy's configuration and logs in its temporary directory")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "stop the whole run after this long")
+	fs.DurationVar(&o.timeout, "timeout", 40*time.Minute, "stop the whole run after this long")
+	fs.DurationVar(&o.quietBudget, "quiet-budget", 10*time.Minute, "the longest to wait in all for a quiet machine before cells (0: never wait)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -118,13 +120,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if o.quick {
 		for name, apply := range map[string]func(){
-			"rounds":     func() { o.Rounds = 1 },
-			"warmup":     func() { o.Warmup = 100 * time.Millisecond },
-			"duration":   func() { o.Duration = 400 * time.Millisecond },
-			"bulk-mib":   func() { *bulk = 64 },
-			"bulk-limit": func() { o.BulkLimit = 2 * time.Second },
-			"tunnels":    func() { *tunnels = "100,500" },
-			"timeout":    func() { o.timeout = 3 * time.Minute },
+			"rounds":       func() { o.Rounds = 1 },
+			"warmup":       func() { o.Warmup = 100 * time.Millisecond },
+			"duration":     func() { o.Duration = 400 * time.Millisecond },
+			"bulk-mib":     func() { *bulk = 64 },
+			"bulk-limit":   func() { o.BulkLimit = 2 * time.Second },
+			"tunnels":      func() { *tunnels = "100,500" },
+			"timeout":      func() { o.timeout = 3 * time.Minute },
+			"quiet-budget": func() { o.quietBudget = 20 * time.Second },
 		} {
 			if !set[name] {
 				apply()
@@ -168,6 +171,7 @@ type Results struct {
 	Quick   bool      `json:"quick"`
 	Machine Machine   `json:"machine"`
 	NoFile  uint64    `json:"rlimit_nofile"`
+	LoadAvg string    `json:"loadavg"` // /proc/loadavg as the throughput phase began
 	// TunnelCap says why the largest idle-tunnel step is lower than asked.
 	TunnelCap string       `json:"tunnel_cap,omitempty"`
 	Settings  Settings     `json:"settings"`
@@ -289,13 +293,16 @@ func run(ctx context.Context, o options, logw io.Writer) error {
 		mem[p.Name] = &Memory{Target: p.Name}
 		logf("%s ready on %s (pid %d, %s)", p.Label(), p.Addr, p.PID(), p.Dir)
 	}
+	budget := o.quietBudget
+	res.LoadAvg = loadAvg()
 	for round := 1; round <= o.Rounds; round++ {
 		for _, w := range workloads(o.Settings, up) {
 			for _, t := range append([]*Peer{{Name: direct}}, live...) {
 				if err := ctx.Err(); err != nil {
 					return fmt.Errorf("stopped during round %d: %w", round, err)
 				}
-				s := w.run(ctx, t.Addr)
+				what := fmt.Sprintf("round %d/%d %s %s", round, o.Rounds, w.key, t.Name)
+				s := measured(ctx, logf, what, &budget, func() Stats { return w.run(ctx, t.Addr) })
 				res.Runs = append(res.Runs, Run{Workload: w.key, Target: t.Name, Round: round, Stats: s})
 				logf("round %d/%d %-11s %-9s %s", round, o.Rounds, w.key, t.Name, summary(w.key, s))
 			}
@@ -393,6 +400,10 @@ func summary(key string, s Stats) string {
 	} else {
 		fmt.Fprintf(&b, "%8.0f/s p50 %.3f ms p99 %.3f ms dials %d", s.PerSecond(), ms(s.P50), ms(s.P99), s.Dials)
 	}
+	fmt.Fprintf(&b, " others %.0f%%", 100*s.Others)
+	if s.Attempts > 1 {
+		fmt.Fprintf(&b, " (%d attempts)", s.Attempts)
+	}
 	if s.Errors > 0 {
 		fmt.Fprintf(&b, " errors %d (first: %s)", s.Errors, s.FirstErr)
 	}
@@ -428,6 +439,15 @@ func writeOutputs(o options, res *Results) error {
 		return err
 	}
 	return os.WriteFile(o.out, []byte(b.String()), 0o644)
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 func firstLine(err error) string {

@@ -279,6 +279,7 @@ func writeReport(w io.Writer, res *Results) {
 	if res.Settings.Rounds > 1 {
 		p("Largest round-to-round spread of a cell, (max − min) / median: %.0f%% (%s). ", 100*worst, where)
 	}
+	p("%s ", interference(res))
 	p("Ratios are to Squid: above 1 is better for rates, below 1 is better for latency and memory.\n\n")
 
 	tables := buildTables(res)
@@ -460,3 +461,29 @@ func count(v float64) string {
 
 func millis(v float64) string   { return strconv.FormatFloat(v, 'f', 3, 64) }
 func decimal1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+
+// interference summarises how much other processes used the CPUs during the
+// cells, and how many cells were run again because of them.
+func interference(res *Results) string {
+	var shares []float64
+	again, worst, where := 0, 0.0, ""
+	for _, r := range res.Runs {
+		shares = append(shares, r.Stats.Others)
+		if r.Stats.Attempts > 1 {
+			again++
+		}
+		if r.Stats.Others > worst {
+			worst, where = r.Stats.Others, r.Workload+" "+r.Target
+		}
+	}
+	if len(shares) == 0 {
+		return ""
+	}
+	slices.Sort(shares)
+	s := fmt.Sprintf("Load average as the run began: %s. Other processes' share of the CPUs during the kept cells: median %.0f%%, worst %.0f%% (%s)",
+		res.LoadAvg, 100*shares[len(shares)/2], 100*worst, where)
+	if again > 0 {
+		s += fmt.Sprintf("; %d cell(s) were run again because others took more than %.0f%%", again, 100*disturbed)
+	}
+	return s + "."
+}

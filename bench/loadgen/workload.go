@@ -33,6 +33,11 @@ type Stats struct {
 	Bytes    int64         `json:"bytes,omitempty"`
 	P50      time.Duration `json:"p50_ns"`
 	P99      time.Duration `json:"p99_ns"`
+	// Others is the share of the machine's CPU time that processes outside
+	// the benchmark used during the run; Attempts counts the runs of a cell
+	// disturbed by them (see measured).
+	Others   float64 `json:"others_cpu"`
+	Attempts int     `json:"attempts,omitempty"`
 }
 
 // PerSecond is the completed operations per second of the measured window.
