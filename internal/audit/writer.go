@@ -55,7 +55,16 @@ type Options struct {
 // is safe for concurrent use. Each line is encoded whole and written with
 // a single write call under a mutex, to a file opened with O_APPEND, so
 // lines from concurrent writers (goroutines, or processes sharing the file)
-// never interleave, and a process killed mid-stream leaves whole lines.
+// never interleave.
+//
+// A process killed mid-stream (SIGKILL) leaves every line whole or absent:
+// Linux may cut a write short at a page boundary when its process is
+// killed, so a line that would straddle one is started on the next page,
+// after a blank line of padding (spaces, then a newline) that readers
+// skip. This holds for lines up to a page long (4 KiB on most systems;
+// typical records are a few hundred bytes), and, when several processes
+// share the file, only as far as each one's idea of the file's size is
+// current.
 //
 // A nil *Writer accepts and drops every record, so callers need not check
 // whether auditing is on.
@@ -389,6 +398,7 @@ func (w *Writer) Close() error {
 
 // encoder turns records into lines; pooled so that Write allocates little.
 type encoder struct {
+	rec Record
 	buf bytes.Buffer
 	enc *json.Encoder
 	out []byte
@@ -411,9 +421,9 @@ func (e *encoder) put() {
 // encode returns the line for r, newline included. It stays valid until
 // the encoder's next use.
 func (e *encoder) encode(r Record) ([]byte, error) {
-	r = prepare(r)
+	e.rec = prepare(r)
 	e.buf.Reset()
-	if err := e.enc.Encode(r); err != nil {
+	if err := e.enc.Encode(&e.rec); err != nil { // &e.rec: a Record passed as any would be copied to the heap
 		// Not expected: prepare removed the values encoding/json refuses.
 		return nil, fmt.Errorf("audit: encode: %w", err)
 	}

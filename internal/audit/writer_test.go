@@ -582,10 +582,11 @@ func BenchmarkWriteParallel(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer w.Close()
+	r := seqRecord(1, 1)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			w.Record(seqRecord(1, 1))
+			w.Record(r)
 		}
 	})
 	if w.Lost() != 0 {
