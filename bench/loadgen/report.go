@@ -320,6 +320,10 @@ func writeReport(w io.Writer, res *Results) {
 	}
 	p("\n")
 
+	p("## Notes on the peers\n\n")
+	p("- tinyproxy answers every request with `Connection: close` (see the connections-per-1,000-requests row), so its clients pay a TCP connect per request, and it calls `fsync` on its log file after every line it writes (seven lines per proxied request at `LogLevel Info`; seen with `strace -c`): its rows measure both, which are how it runs in production with a log file.\n")
+	p("- Squid's rows include its log daemon (`access_log daemon:`), which writes the access log from a pipe; its summed VmRSS counts the pages that its master, worker and log daemon share once per process (the PSS row splits them).\n")
+	p("- A cell whose operations all failed shows `–`; failures are counted in each table's failed row and never as completed work.\n\n")
 	p("## The bar for moat\n\n")
 	if !measured(moat) {
 		p("Not evaluated: moat was not measured (%s).\n", skipReason(res, moat))
