@@ -71,7 +71,7 @@ type Options struct {
 type Writer struct {
 	mu     sync.Mutex
 	stream io.Writer // NewStreamWriter; nil for a file
-	f      *os.File  // Open; nil after a failed reopen
+	f      *os.File  // Open; nil after Close
 	path   string
 	opt    Options
 	rotate bool // a regular file: rotation applies
@@ -229,11 +229,6 @@ func (w *Writer) writeLocked(line []byte) error {
 		}
 		return nil
 	}
-	if w.f == nil { // a rotation closed the old file and could not open a new one
-		if err := w.reopen(); err != nil {
-			return err
-		}
-	}
 	pad := w.padding(len(line))
 	if w.rotate && w.size > 0 && w.size+pad+int64(len(line)) > w.opt.MaxSize {
 		if err := w.rotateLocked(); err != nil {
@@ -324,15 +319,13 @@ func (w *Writer) rotateLocked() error {
 }
 
 // reopen replaces the current file with a fresh open of PATH. On failure
-// the current file, if any, stays in use.
+// the current file stays in use.
 func (w *Writer) reopen() error {
 	f, size, regular, err := openLog(w.path)
 	if err != nil {
 		return fmt.Errorf("audit: reopen: %w", err)
 	}
-	if w.f != nil {
-		w.f.Close()
-	}
+	w.f.Close()
 	w.f, w.size, w.rotate = f, size, regular
 	return nil
 }

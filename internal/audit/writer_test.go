@@ -605,3 +605,30 @@ func BenchmarkEncode(b *testing.B) {
 		}
 	}
 }
+
+// A failed rotation loses no record: the line goes to the current file and
+// the error is kept for Err.
+func TestRotationFailureKeepsLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	// PATH.1 is a non-empty directory: renaming PATH onto it fails.
+	if err := os.MkdirAll(filepath.Join(path+".1", "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(path, Options{MaxSize: 100, MaxFiles: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := w.Write(seqRecord(0, i)); err != nil {
+			t.Fatalf("Write %d = %v; want nil (the line is kept)", i, err)
+		}
+	}
+	w.Close()
+	if n := len(readLines(t, path)); n != 3 {
+		t.Errorf("%d lines in audit.jsonl; want 3", n)
+	}
+	want := "audit: rotate: rename " + path + " " + path + ".1: file exists"
+	if err := w.Err(); err == nil || err.Error() != want || w.Lost() != 0 {
+		t.Errorf("Err = %v, Lost = %d; want %s, 0", err, w.Lost(), want)
+	}
+}
