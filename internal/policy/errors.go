@@ -55,43 +55,50 @@ func (es Errors) Error() string {
 }
 
 // suggest returns the candidate closest to word if it is close enough to be
-// a likely typo, else "".
+// a likely typo, else "": one edit in a word of 3 to 5 letters, two in one
+// of 6 to 8, three in a longer one; none in shorter words.
 func suggest(word string, candidates []string) string {
+	word = strings.ToLower(word)
 	best, bestDist := "", 1<<30
 	for _, c := range candidates {
-		if d := editDistance(strings.ToLower(word), c); d < bestDist {
+		if d := editDistance(word, c); d < bestDist {
 			best, bestDist = c, d
 		}
 	}
-	// One edit in a short word, about a third of a long one.
-	if bestDist <= max(1, min(3, len(best)/3)) {
+	if bestDist <= len(word)/3 {
 		return best
 	}
 	return ""
 }
 
-// editDistance is the Levenshtein distance between a and b, in bytes.
+// editDistance is the optimal string alignment distance between a and b,
+// in bytes: insertions, deletions, substitutions and transpositions of
+// adjacent bytes each count one.
 func editDistance(a, b string) int {
 	if len(a) > 64 || len(b) > 64 {
 		return 1 << 20 // not a typo of any key
 	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }
 
 // oneOf formats a list of choices: "a", "a or b", "a, b or c".

@@ -164,7 +164,9 @@ func isHex(c byte) bool {
 // parseIPv4 accepts only the canonical dotted quad; other numeric forms get
 // an error that gives the dotted quad they stand for.
 func parseIPv4(given, h string) (netip.Addr, error) {
-	if a, err := netip.ParseAddr(h); err == nil && a.Is4() && a.String() == h {
+	// netip reads only the dotted quad, without leading zeros: the
+	// canonical form.
+	if a, err := netip.ParseAddr(h); err == nil && a.Is4() {
 		return a, nil
 	}
 	if a, ok := inetAton(h); ok {
@@ -339,7 +341,11 @@ func checkName(given, h string) error {
 // paths, user information, IPv6 zones and non-canonical numeric hosts are
 // refused with an error that says what to write. The returned rule has no
 // Origin.
-func ParseHostRule(s string) (HostRule, error) {
+func ParseHostRule(s string) (HostRule, error) { return parseHostRule(s, false) }
+
+// parseHostRule is ParseHostRule; tld allows a wildcard over a top-level
+// domain ("*.zip"), which is fine in a list that only denies.
+func parseHostRule(s string, tld bool) (HostRule, error) {
 	if s == "" {
 		return HostRule{}, hostErr(s, "empty host")
 	}
@@ -413,7 +419,7 @@ func ParseHostRule(s string) (HostRule, error) {
 	if strings.IndexByte(host, '*') >= 0 {
 		switch {
 		case host == "*":
-			return HostRule{}, hostErr(s, `a lone "*" would allow every host; list the hosts instead`)
+			return HostRule{}, hostErr(s, `a lone "*" would match every host; list the hosts instead`)
 		case host == "*." || host == "*..":
 			return HostRule{}, hostErr(s, `empty domain after wildcard; write "*.example.com"`)
 		case !strings.HasPrefix(host, "*.") || strings.IndexByte(host[2:], '*') >= 0:
@@ -427,9 +433,9 @@ func ParseHostRule(s string) (HostRule, error) {
 		if a.IsValid() {
 			return HostRule{}, hostErr(s, "a wildcard cannot cover an IP address")
 		}
-		if strings.IndexByte(h, '.') < 0 {
+		if strings.IndexByte(h, '.') < 0 && !tld {
 			return HostRule{}, hostErr(s, "a wildcard over the top-level domain "+quote(h)+
-				" would allow every site under it; write \"*.example."+h+"\"")
+				" would match every site under it; write \"*.example."+h+"\"")
 		}
 		r.Name, r.Wildcard = "*."+h, true
 		return r, nil

@@ -113,7 +113,8 @@ func validPunycode(label string) bool {
 		if r >= 0x80 {
 			ascii = false
 		}
-		if r < 0x20 || r == 0x7F || r == '.' || r >= 0xD800 && r <= 0xDFFF || r > unicode.MaxRune {
+		if r < 0x20 || r >= 0x7F && r <= 0x9F || r == '.' || unicode.IsSpace(r) ||
+			r >= 0xD800 && r <= 0xDFFF || r > unicode.MaxRune {
 			return false
 		}
 	}

@@ -226,20 +226,29 @@ func merge(base *Policy, chooser Origin, layers []*Policy) (*Policy, error) {
 			errs = append(errs, errAt(k.origin, k.path, "locked by "+cite(lk.Origin)+"; this layer cannot "+what))
 		}
 	}
-	// A profile picked below the managed layer may not widen a locked list
-	// beyond the default profile.
+	// A profile picked below the managed layer may not change a locked key
+	// from the default profile's value, unless the managed layer sets it.
 	if chooser.Layer != "" && chooser.Layer != LayerManaged && base.Profile != DefaultProfile {
+		managedSets := map[string]bool{}
+		for _, l := range layers {
+			for _, k := range l.setKeys() {
+				if k.origin.Layer == LayerManaged {
+					managedSets[k.path] = true
+				}
+			}
+		}
 		if def, err := Builtin(DefaultProfile); err == nil {
 			for _, k := range base.setKeys() {
-				if !k.list || isTightening(k.path) {
+				lk, ok := lockOn(locks, k.path)
+				if !ok || k.list && isTightening(k.path) || !k.list && managedSets[k.path] || !differs(base, def, k.path) {
 					continue
 				}
-				lk, ok := lockOn(locks, k.path)
-				if !ok || !widens(base, def, k.path) {
-					continue
+				what := "change"
+				if k.list {
+					what = "widen"
 				}
 				errs = append(errs, errAt(chooser, "profile", quote(base.Profile)+": "+k.path+" is locked by "+
-					cite(lk.Origin)+"; the "+base.Profile+" profile would widen it"))
+					cite(lk.Origin)+"; the "+base.Profile+" profile would "+what+" it"))
 			}
 		}
 	}
@@ -316,13 +325,18 @@ func merge(base *Policy, chooser Origin, layers []*Policy) (*Policy, error) {
 	return out, nil
 }
 
-// widens reports whether p's list at path has an entry def's has not.
-func widens(p, def *Policy, path string) bool {
+// differs reports whether p's value at path differs from def's: for a
+// list, whether p's has an entry def's has not.
+func differs(p, def *Policy, path string) bool {
 	for _, f := range schema {
 		if f.path != path {
 			continue
 		}
 		switch {
+		case f.str != nil:
+			return f.str(p).Value != f.str(def).Value
+		case f.num != nil:
+			return f.num(p).Value != f.num(def).Value || f.num(p).Set != f.num(def).Set
 		case f.entries != nil:
 			have := map[string]bool{}
 			for _, e := range *f.entries(def) {
@@ -343,6 +357,8 @@ func widens(p, def *Policy, path string) bool {
 					return true
 				}
 			}
+		case path == "network.mode":
+			return p.Network.Mode != def.Network.Mode
 		}
 	}
 	return false

@@ -110,13 +110,36 @@ func (ps *parser) parse(data []byte) {
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-func (ps *parser) yamlError(err error) {
-	msg, line := err.Error(), 0
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+// yamlParserProblems are the errors of yaml.v3's parser (as opposed to its
+// scanner), whose "line N" is the 0-based line where the construct that
+// failed starts; a scanner's is 1-based.
+var yamlParserProblems = []string{
+	"did not find expected",
+	"found undefined tag handle",
+	"found duplicate %",
+	"found incompatible YAML document",
+	"expected ",
+}
+
+func (ps *parser) yamlError(err error, data []byte) {
+	msg, line := strings.TrimPrefix(err.Error(), "yaml: "), 0
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 		line, _ = strconv.Atoi(m[1])
 		msg = m[2]
-	} else {
-		msg = strings.TrimPrefix(msg, "yaml: ")
+	}
+	for _, p := range yamlParserProblems {
+		if strings.HasPrefix(msg, p) {
+			line++
+			break
+		}
+	}
+	line = max(line, 1) // yaml.v3 gives no line for problems on the first
+	lines := bytes.Split(data, []byte("\n"))
+	if line <= len(lines) {
+		text := lines[line-1]
+		if indent := text[:len(text)-len(bytes.TrimLeft(text, " \t"))]; bytes.IndexByte(indent, '\t') >= 0 {
+			msg += " (the line is indented with a tab; YAML needs spaces)"
+		}
 	}
 	ps.errorf(line, "", "invalid YAML: %s", strings.ReplaceAll(msg, "\n", "; "))
 }
@@ -134,7 +157,7 @@ func (ps *parser) decode(data []byte) (root *yaml.Node) {
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if !errors.Is(err, io.EOF) {
-			ps.yamlError(err)
+			ps.yamlError(err, data)
 		}
 		return nil
 	}
@@ -251,6 +274,13 @@ func (ps *parser) mapping(n *yaml.Node, path string, fields []field) {
 		if !ps.check(vn, key) {
 			continue
 		}
+		if (vn.Kind == yaml.MappingNode || vn.Kind == yaml.SequenceNode) && vn.Line != kn.Line {
+			// A block list or mapping starts on the line after its key;
+			// errors about the whole value cite the key's line.
+			c := *vn
+			c.Line = kn.Line
+			vn = &c
+		}
 		fn(key, vn)
 	}
 }
@@ -365,6 +395,10 @@ func (ps *parser) checked(key string, n *yaml.Node, check func(string) string) (
 }
 
 func (ps *parser) integer(key string, n *yaml.Node, min int64) (Int, bool) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!float" {
+		ps.valueErr(n, key, n.Value, "expected a whole number")
+		return Int{}, false
+	}
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
 		ps.errorf(n.Line, key, "expected a whole number, got %s", kindOf(n))
 		return Int{}, false
@@ -446,12 +480,13 @@ func (ps *parser) entries(key string, n *yaml.Node, check func(string) string) [
 	return out
 }
 
-// hostRules returns a list of host rules, without duplicates.
-func (ps *parser) hostRules(key string, n *yaml.Node) []HostRule {
+// hostRules returns a list of host rules, without duplicates; tld allows
+// wildcards over a top-level domain.
+func (ps *parser) hostRules(key string, n *yaml.Node, tld bool) []HostRule {
 	var out []HostRule
 	seen := map[string]bool{}
 	for _, it := range ps.strs(key, n) {
-		r, err := ParseHostRule(it.value)
+		r, err := parseHostRule(it.value, tld)
 		if err != nil {
 			ps.errorf(it.node.Line, it.key, "%s", err.Error())
 			continue
@@ -467,7 +502,7 @@ func (ps *parser) hostRules(key string, n *yaml.Node) []HostRule {
 
 // hostEntries is hostRules as entries in canonical form.
 func (ps *parser) hostEntries(key string, n *yaml.Node) []Entry {
-	rules := ps.hostRules(key, n)
+	rules := ps.hostRules(key, n, false)
 	out := make([]Entry, len(rules))
 	for i, r := range rules {
 		out[i] = Entry{Value: r.String(), Origin: r.Origin}
@@ -493,9 +528,9 @@ func (ps *parser) network(key string, n *yaml.Node) {
 				net.Mode, net.ModeOrigin = Mode(s.Value), s.Origin
 			}
 		}},
-		{"allow", func(k string, v *yaml.Node) { net.Allow = ps.hostRules(k, v) }},
-		{"deny", func(k string, v *yaml.Node) { net.Deny = ps.hostRules(k, v) }},
-		{"allow_private", func(k string, v *yaml.Node) { net.AllowPrivate = ps.hostRules(k, v) }},
+		{"allow", func(k string, v *yaml.Node) { net.Allow = ps.hostRules(k, v, false) }},
+		{"deny", func(k string, v *yaml.Node) { net.Deny = ps.hostRules(k, v, true) }},
+		{"allow_private", func(k string, v *yaml.Node) { net.AllowPrivate = ps.hostRules(k, v, false) }},
 	})
 }
 
@@ -613,7 +648,7 @@ func (ps *parser) credential(ck string, c *yaml.Node) (Credential, bool) {
 		ok = false
 	case 1:
 	default:
-		ps.errorf(c.Line, ck, "%s: %s are all set; set one of header, basic or query", name, oneOfAnd(how))
+		ps.errorf(c.Line, ck, "%s: %s; set one of header, basic or query", name, allSet(how))
 		ok = false
 	}
 	switch len(sources) {
@@ -622,18 +657,19 @@ func (ps *parser) credential(ck string, c *yaml.Node) (Credential, bool) {
 		ok = false
 	case 1:
 	default:
-		ps.errorf(c.Line, ck, "%s: %s are all set; set one of env, file or command", name, oneOfAnd(sources))
+		ps.errorf(c.Line, ck, "%s: %s; set one of env, file or command", name, allSet(sources))
 		ok = false
 	}
 	return cr, ok
 }
 
-// oneOfAnd formats "a and b", "a, b and c".
-func oneOfAnd(s []string) string {
+// allSet says that several keys are set: "a and b are both set", "a, b
+// and c are all set".
+func allSet(s []string) string {
 	if len(s) == 2 {
-		return s[0] + " and " + s[1]
+		return s[0] + " and " + s[1] + " are both set"
 	}
-	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1] + " are all set"
 }
 
 func (ps *parser) tls(key string, n *yaml.Node) {

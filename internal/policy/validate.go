@@ -32,7 +32,7 @@ func checkPath(s string, glob bool) string {
 	}
 	if glob {
 		if _, err := path.Match(s, ""); err != nil {
-			return "malformed pattern: " + strings.TrimPrefix(err.Error(), "syntax error in pattern")
+			return "malformed pattern"
 		}
 	}
 	return ""
