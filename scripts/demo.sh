@@ -60,10 +60,8 @@ echo
 echo "== allowed: curl -x http://$addr http://localhost:$port/"
 curl -sS -x "http://$addr" "http://localhost:$port/"
 echo
-echo "== refused: curl -x http://$addr https://example.com/"
-curl -sS -x "http://$addr" https://example.com/ 2>&1 | sed 's/^/   /' || true
-echo "   (the proxy's answer to the CONNECT, as curl -v shows it:)"
-curl -sS -v -x "http://$addr" https://example.com/ 2>&1 | grep -E '^< (HTTP|X-Moat-Error)' | sed 's/^/   /' || true
+echo "== refused: curl -v -x http://$addr https://example.com/"
+curl -sS -v -x "http://$addr" https://example.com/ 2>&1 | grep -E '^< (HTTP|X-Moat-Error)|^curl:' | sed 's/^/   /' || true
 
 sleep 0.2
 echo

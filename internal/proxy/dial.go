@@ -116,6 +116,11 @@ func (s *Server) resolve(ctx context.Context, host string) ([]netip.Addr, error)
 		}
 		return nil, &refusal{status: 502, host: host, Decision: policy.Decision{Verdict: policy.Allow, Rule: "resolve-failed", Reason: reason}}
 	}
+	for i, a := range addrs {
+		// The resolver hands A records back as IPv4-mapped IPv6; an A
+		// record is an IPv4 address, and is checked and dialled as one.
+		addrs[i] = a.Unmap()
+	}
 	return addrs, nil
 }
 

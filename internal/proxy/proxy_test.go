@@ -159,7 +159,7 @@ func TestForwardAllowedAndDenied(t *testing.T) {
 network:
   allow: ["up.test:`+port+`"]
   allow_private: ["up.test"]
-`, map[string]string{"up.test": "127.0.0.1"})
+`, map[string]string{"up.test": "::ffff:127.0.0.1"}) // as Go's resolver returns A records
 	c := f.client()
 
 	// The control: an allowed request arrives and its answer comes back.

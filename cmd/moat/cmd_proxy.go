@@ -1,0 +1,230 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/moatsec/moat/internal/audit"
+	"github.com/moatsec/moat/internal/policy"
+	"github.com/moatsec/moat/internal/proxy"
+)
+
+func init() {
+	commands["proxy"] = command{"run the egress proxy under the policy", cmdProxy}
+}
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func cmdProxy(ctx context.Context, e *env, args []string) int {
+	fs := flag.NewFlagSet("moat proxy", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	var pf policyFlags
+	pf.register(fs)
+	var listens listFlag
+	fs.Var(&listens, "listen", "`ADDR` to listen on: host:port, or unix:/path/to.sock; repeatable (default 127.0.0.1:3128)")
+	auditPath := fs.String("audit", "", "audit log `FILE`; - for standard output (default: the policy's audit.file, else "+audit.DefaultPath(e.getenv)+")")
+	sessionsFile := fs.String("sessions", "", "`FILE` of NAME:TOKEN lines; when given, clients must authenticate and audit records name the session")
+	maxConns := fs.Int("max-conns", proxy.DefaultMaxConns, "concurrent client connections")
+	headerTimeout := fs.Duration("header-timeout", proxy.DefaultHeaderTimeout, "time allowed to read a request's headers")
+	idleTimeout := fs.Duration("idle-timeout", proxy.DefaultIdleTimeout, "time a kept-alive connection may sit idle between requests")
+	maxHeaderBytes := fs.Int("max-header-bytes", proxy.DefaultMaxHeaderBytes, "largest request line and headers accepted")
+	verbose := fs.Bool("v", false, "log debug details to standard error")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(e.stderr, "moat proxy: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	if len(listens) == 0 {
+		listens = listFlag{"127.0.0.1:3128"}
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+
+	pol, err := pf.load(e)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "moat: %v\n", err)
+		return exitConfig
+	}
+	var sessions map[string]string
+	if *sessionsFile != "" {
+		if sessions, err = readSessions(*sessionsFile); err != nil {
+			fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
+			return exitConfig
+		}
+	}
+
+	rec, err := openAudit(e, *auditPath, pol)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
+		return exitInternal
+	}
+	defer rec.Close()
+
+	srv := &proxy.Server{
+		Recorder:       rec,
+		Log:            log,
+		Sessions:       sessions,
+		MaxConns:       *maxConns,
+		HeaderTimeout:  *headerTimeout,
+		IdleTimeout:    *idleTimeout,
+		MaxHeaderBytes: *maxHeaderBytes,
+	}
+	srv.SetDecider(pol)
+
+	var ls []net.Listener
+	for _, a := range listens {
+		l, err := proxy.Listen(a)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
+			return exitInternal
+		}
+		ls = append(ls, l)
+	}
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() { errc <- srv.Serve(l) }()
+		fmt.Fprintf(e.stderr, "moat proxy: listening on %s (http, socks5)\n", proxy.Describe(l))
+	}
+	rec.Record(audit.Record{Kind: audit.KindLifecycle, Event: "start", Decision: "allow",
+		Detail: fmt.Sprintf("listening on %s; policy %s", describeAll(ls), layerNames(pol))})
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	status := exitOK
+loop:
+	for {
+		select {
+		case <-hup:
+			next, err := pf.load(e)
+			if err != nil {
+				fmt.Fprintf(e.stderr, "moat proxy: reload failed, still enforcing the previous policy: %v\n", err)
+				rec.Record(audit.Record{Kind: audit.KindLifecycle, Event: "reload-failed", Decision: "deny", Detail: err.Error()})
+				continue
+			}
+			srv.SetDecider(next)
+			fmt.Fprintf(e.stderr, "moat proxy: policy reloaded from %s\n", layerNames(next))
+			rec.Record(audit.Record{Kind: audit.KindLifecycle, Event: "reload", Decision: "allow", Detail: "policy " + layerNames(next)})
+		case err := <-errc:
+			if !errors.Is(err, proxy.ErrServerClosed) {
+				fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
+				status = exitInternal
+			}
+			break loop
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	for _, a := range listens {
+		if p, ok := strings.CutPrefix(a, "unix:"); ok {
+			os.Remove(p)
+		}
+	}
+	rec.Record(audit.Record{Kind: audit.KindLifecycle, Event: "stop", Decision: "allow"})
+	return status
+}
+
+func openAudit(e *env, path string, pol *policy.Policy) (*audit.Writer, error) {
+	if path == "" {
+		path = pol.Audit.File.Value
+	}
+	if path == "" {
+		path = audit.DefaultPath(e.getenv)
+	}
+	if path == "-" {
+		return audit.NewStreamWriter(e.stdout), nil
+	}
+	var o audit.Options
+	if pol.Audit.MaxFiles.Set {
+		o.MaxFiles = int(pol.Audit.MaxFiles.Value)
+	}
+	if v := pol.Audit.MaxSize.Value; v != "" {
+		n, err := policy.ParseSize(v)
+		if err != nil {
+			return nil, fmt.Errorf("audit.max_size: %w", err)
+		}
+		o.MaxSize = n
+	}
+	return audit.Open(path, o)
+}
+
+// readSessions reads NAME:TOKEN lines. Tokens never appear in errors.
+func readSessions(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
+	defer f.Close()
+	m := make(map[string]string)
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, token, ok := strings.Cut(line, ":")
+		switch {
+		case !ok || name == "" || token == "":
+			return nil, fmt.Errorf("sessions %s:%d: expected NAME:TOKEN", path, n)
+		case strings.ContainsAny(name, " \t"):
+			return nil, fmt.Errorf("sessions %s:%d: session name %q contains a space", path, n, name)
+		case len(token) < 16:
+			return nil, fmt.Errorf("sessions %s:%d: the token for %q is shorter than 16 characters", path, n, name)
+		}
+		if _, dup := m[name]; dup {
+			return nil, fmt.Errorf("sessions %s:%d: session %q is listed twice", path, n, name)
+		}
+		m[name] = token
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("sessions %s: %w", path, err)
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("sessions %s: no NAME:TOKEN line; omit --sessions to run without proxy authentication", path)
+	}
+	return m, nil
+}
+
+func describeAll(ls []net.Listener) string {
+	var s []string
+	for _, l := range ls {
+		s = append(s, proxy.Describe(l))
+	}
+	return strings.Join(s, ", ")
+}
+
+func layerNames(p *policy.Policy) string {
+	var s []string
+	for _, o := range p.Layers {
+		s = append(s, o.File)
+	}
+	if len(s) == 0 {
+		return "profile:" + p.Profile
+	}
+	return strings.Join(s, ", ")
+}
