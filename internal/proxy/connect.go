@@ -18,19 +18,18 @@ import (
 )
 
 // handleConnect opens a CONNECT tunnel after the destination is checked.
-func (s *Server) handleConnect(c *clientConn, req *http.Request, info headerInfo, start time.Time) {
+func (s *Server) handleConnect(c *clientConn, req *http.Request, start time.Time) {
 	host, port, ok := splitHostPort(req.RequestURI, 0)
 	if !ok {
 		s.refuseHTTP(c, start, req, 400, "bad-request", "",
 			fmt.Sprintf("CONNECT target %q is not host:port", oneLine(req.RequestURI)))
 		return
 	}
+	// A Host header on CONNECT routes nothing: clients disagree on it (Node
+	// names the proxy there), and the tunnel goes to the target checked
+	// below. What names the destination inside the tunnel is the TLS server
+	// name, which checkHello holds to the target.
 	target := net.JoinHostPort(host, strconv.Itoa(int(port)))
-	if len(info.hosts) == 1 && !sameAuthority(info.hosts[0], host, port, port) {
-		s.refuseHTTP(c, start, req, 421, "host-mismatch", target,
-			fmt.Sprintf("the Host header %q does not name the CONNECT target %s", oneLine(info.hosts[0]), target))
-		return
-	}
 	d, err := s.connect(req.Context(), host, port)
 	if err != nil {
 		var r *refusal

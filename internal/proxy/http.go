@@ -154,7 +154,7 @@ func (s *Server) serveHTTP(c *clientConn) {
 			return
 		}
 		if req.Method == http.MethodConnect {
-			s.handleConnect(c, req, info, start)
+			s.handleConnect(c, req, start)
 			return
 		}
 		if !s.forward(c, req, info, start) {
