@@ -142,37 +142,43 @@ func (p *Policy) egressAddr(h string, a netip.Addr, port uint16) Decision {
 	for i := range n.Deny {
 		r := &n.Deny[i]
 		if r.IsPrefix && anyPort(r.Port, port) && r.matchAddr(a) {
-			return Decision{Verdict: Deny, Rule: r.Origin.String(),
-				Reason: resolves(h, a) + ", which " + quote(r.String()) + " in network.deny refuses"}
+			reason := h + " resolves to " + a.String() + ", which " + quote(r.String()) + " in network.deny refuses"
+			if h == a.String() {
+				reason = h + " is denied by " + quote(r.String()) + " in network.deny"
+			}
+			return Decision{Verdict: Deny, Rule: r.Origin.String(), Reason: reason}
 		}
 	}
 	class := ClassifyAddr(a)
 	if class == "" {
 		return Decision{Verdict: Allow, Rule: RulePublicAddress}
 	}
+	literal := h == a.String()
+	// "localhost resolves to 127.0.0.1 (loopback)", "10.1.2.3 is a private address"
+	what := h + " resolves to " + a.String() + " (" + plainClass(class) + ")"
+	if literal {
+		what = h + " is " + article(class) + " " + class + " address"
+	}
 	for i := range n.AllowPrivate {
 		r := &n.AllowPrivate[i]
 		if anyPort(r.Port, port) && (r.matchAddr(a) || r.matchName(h)) {
 			return Decision{Verdict: Allow, Rule: r.Origin.String(),
-				Reason: resolves(h, a) + " (" + plainClass(class) + "), allowed by " + quote(r.String()) + " in network.allow_private"}
+				Reason: what + ", allowed by " + quote(r.String()) + " in network.allow_private"}
 		}
 	}
-	what := "the name or the address"
-	if h == a.String() {
-		what = "the address"
+	lists := "the name or the address"
+	if literal {
+		lists = "the address"
 	}
 	return Decision{Verdict: Deny, Rule: RulePrivateAddress,
-		Reason: resolves(h, a) + " (" + plainClass(class) + "); moat refuses loopback, private, link-local and metadata addresses unless network.allow_private lists " + what}
+		Reason: what + "; moat refuses loopback, private, link-local and metadata addresses unless network.allow_private lists " + lists}
 }
 
-// resolves says what address a host stands for: "localhost resolves to
-// 127.0.0.1", or "127.0.0.1 is an address" for a literal.
-func resolves(h string, a netip.Addr) string {
-	s := a.String()
-	if h == s {
-		return s + " is an address"
+func article(word string) string {
+	if strings.IndexByte("aeiou", word[0]) >= 0 {
+		return "an"
 	}
-	return h + " resolves to " + s
+	return "a"
 }
 
 // plainClass flattens "loopback (IPv4-mapped)" to "loopback, IPv4-mapped"
