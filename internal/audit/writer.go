@@ -442,7 +442,7 @@ func prepare(r Record) Record {
 	}
 	for _, s := range []*string{
 		&r.Kind, &r.Session, &r.Client, &r.Proto, &r.Method, &r.Host, &r.Path,
-		&r.SNI, &r.Addr, &r.Decision, &r.Rule, &r.Reason, &r.Event, &r.Detail,
+		&r.SNI, &r.Addr, &r.Decision, &r.Rule, &r.Reason, &r.Credential, &r.Event, &r.Detail,
 	} {
 		*s = truncate(*s, MaxFieldSize)
 	}

@@ -353,6 +353,18 @@ func (s *Server) forward(c *clientConn, req *http.Request, info headerInfo, star
 	out.Header = req.Header.Clone()
 	removeHopByHop(out.Header)
 	out.Close = false
+	applied, ref := applyCredentials(out, s.Credentials, host, port, scheme == "https")
+	if ref != nil {
+		s.refuseHTTP(c, start, req, ref.status, ref.Rule, target, ref.Reason)
+		return false
+	}
+	var mask *masker
+	if len(applied) > 0 {
+		// The response must come back uncompressed for a reflected secret
+		// to be found and masked.
+		out.Header.Del("Accept-Encoding")
+		mask = newMasker(applied)
+	}
 	if req.Body != nil && req.Body != http.NoBody {
 		out.Body = &countingBody{ReadCloser: req.Body, n: &up}
 	}
@@ -385,7 +397,8 @@ func (s *Server) forward(c *clientConn, req *http.Request, info headerInfo, star
 	}
 	keep := !req.Close && !resp.Close
 	bw := bufio.NewWriterSize(c.Conn, 4096)
-	down, werr := writeResponse(bw, resp, req.Method, !keep)
+	rec.Credential = credentialNames(applied)
+	down, werr := writeResponse(bw, resp, req.Method, !keep, mask)
 	rec.BytesUp, rec.BytesDown = up.Load(), down
 	rec.Duration = ms(time.Since(start))
 	if werr != nil {
@@ -433,12 +446,21 @@ func textprotoKey(s string) string { return http.CanonicalHeaderKey(strings.Trim
 
 // writeResponse writes an upstream response to the client as HTTP/1.1. The
 // body is flushed after every read from upstream, so server-sent events
-// arrive event by event rather than when a buffer fills.
-func writeResponse(bw *bufio.Writer, resp *http.Response, method string, close bool) (int64, error) {
+// arrive event by event rather than when a buffer fills. With a masker,
+// secrets in the headers and body are replaced before the client sees them.
+func writeResponse(bw *bufio.Writer, resp *http.Response, method string, close bool, mask *masker) (int64, error) {
 	removeHopByHop(resp.Header)
 	text := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
 	if text == "" {
 		text = http.StatusText(resp.StatusCode)
+	}
+	var sm *streamMasker
+	if mask != nil {
+		mask.header(resp.Header)
+		sm = &streamMasker{m: mask}
+		if !mask.sameLength() {
+			resp.ContentLength = -1 // masking may change the length: send it chunked
+		}
 	}
 	fmt.Fprintf(bw, "HTTP/1.1 %03d %s\r\n", resp.StatusCode, oneLine(text))
 	noBody := method == http.MethodHead || resp.StatusCode == 204 || resp.StatusCode == 304 || resp.StatusCode/100 == 1
@@ -449,6 +471,7 @@ func writeResponse(bw *bufio.Writer, resp *http.Response, method string, close b
 		resp.Header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	default:
 		chunked = true
+		resp.Header.Del("Content-Length")
 		resp.Header.Set("Transfer-Encoding", "chunked")
 	}
 	if close {
@@ -465,22 +488,32 @@ func writeResponse(bw *bufio.Writer, resp *http.Response, method string, close b
 		return 0, nil
 	}
 	var n int64
+	send := func(p []byte) error {
+		if len(p) == 0 {
+			return nil
+		}
+		if chunked {
+			fmt.Fprintf(bw, "%x\r\n", len(p))
+		}
+		bw.Write(p)
+		if chunked {
+			bw.WriteString("\r\n")
+		}
+		n += int64(len(p))
+		return bw.Flush()
+	}
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
 	for {
 		nr, rerr := resp.Body.Read(*buf)
 		if nr > 0 {
-			if chunked {
-				fmt.Fprintf(bw, "%x\r\n", nr)
+			p := (*buf)[:nr]
+			if sm != nil {
+				p = sm.write(p)
 			}
-			bw.Write((*buf)[:nr])
-			if chunked {
-				bw.WriteString("\r\n")
-			}
-			if err := bw.Flush(); err != nil {
+			if err := send(p); err != nil {
 				return n, err
 			}
-			n += int64(nr)
 		}
 		if rerr == io.EOF {
 			break
@@ -489,10 +522,23 @@ func writeResponse(bw *bufio.Writer, resp *http.Response, method string, close b
 			return n, fmt.Errorf("read upstream body: %w", rerr)
 		}
 	}
+	if sm != nil {
+		if err := send(sm.flush()); err != nil {
+			return n, err
+		}
+	}
 	if chunked {
 		bw.WriteString("0\r\n\r\n")
 	}
 	return n, bw.Flush()
+}
+
+func credentialNames(cs []*Credential) string {
+	var s []string
+	for _, c := range cs {
+		s = append(s, c.Name)
+	}
+	return strings.Join(s, ",")
 }
 
 // checkedConn is an upstream connection with the decision that allowed it.

@@ -65,6 +65,12 @@ type Server struct {
 	// username/password) and audit records carry the user name as session.
 	Sessions map[string]string
 
+	// Credentials are added to requests bound for their hosts, over TLS
+	// only; see Credential. The proxy sees inside plain HTTP requests,
+	// absolute-form https:// requests it sends itself, reverse endpoints
+	// and intercepted tunnels; opaque tunnels carry no credentials.
+	Credentials []*Credential
+
 	MaxConns       int           // concurrent client connections, all listeners together
 	HeaderTimeout  time.Duration // to read one request's headers (and a SOCKS5 handshake)
 	IdleTimeout    time.Duration // between requests on a kept-alive connection
