@@ -88,7 +88,7 @@ func TestCurl(t *testing.T) {
 			t.Fatalf("curl over the unix socket got %q; want %q", out, want)
 		}
 		r := p.WaitRecord("SOCKS5 over the unix socket", func(r audit.Record) bool {
-			return isKind(r, "connect", "socks5", "localhost", plain.Port) && r.Client == "unix"
+			return isKind(r, "connect", "socks5", "localhost", plain.Port) && r.Client == "unix" && r.BytesDown > 0
 		})
 		checkAllowed(t, r, 0, len(out))
 	})

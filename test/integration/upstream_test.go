@@ -23,6 +23,7 @@ type upstream struct {
 	kind    string // "plain" or "tls"
 	Port    int
 	accepts atomic.Int64
+	read    atomic.Int64 // bytes read from accepted connections
 	extra   map[string]http.Handler // path prefix → handler (git)
 
 	mu   sync.Mutex
@@ -40,7 +41,7 @@ type seenRequest struct {
 func newUpstream(t testing.TB, useTLS bool) *upstream {
 	u := &upstream{kind: "plain", extra: map[string]http.Handler{}}
 	u.srv = httptest.NewUnstartedServer(u)
-	u.srv.Listener = countingListener{u.srv.Listener, &u.accepts}
+	u.srv.Listener = countingListener{u.srv.Listener, &u.accepts, &u.read}
 	u.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
 	if useTLS {
 		u.kind = "tls"
@@ -72,6 +73,9 @@ func (u *upstream) URL(host string) string {
 func (u *upstream) HostPort(host string) string { return net.JoinHostPort(host, strconv.Itoa(u.Port)) }
 
 func (u *upstream) Accepts() int64 { return u.accepts.Load() }
+
+// BytesRead is how many bytes clients sent on all accepted connections.
+func (u *upstream) BytesRead() int64 { return u.read.Load() }
 
 func (u *upstream) Seen() []seenRequest {
 	u.mu.Lock()
@@ -112,13 +116,25 @@ func (u *upstream) record(r seenRequest) {
 
 type countingListener struct {
 	net.Listener
-	n *atomic.Int64
+	n, read *atomic.Int64
 }
 
 func (l countingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	l.n.Add(1)
+	return countingConn{c, l.read}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	read *atomic.Int64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
 }
