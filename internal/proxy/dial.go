@@ -43,6 +43,17 @@ func (s *Server) connect(ctx context.Context, host string, port uint16) (*dest, 
 	if !d.Allowed() {
 		return nil, &refusal{status: 403, Decision: d, host: host, port: port}
 	}
+	return s.connectChecked(ctx, pol, host, port, d)
+}
+
+// connectAs connects to a destination allowed by a declaration outside
+// network.allow (a reverse endpoint): the name decision is d, and the
+// addresses are checked as always.
+func (s *Server) connectAs(ctx context.Context, host string, port uint16, d policy.Decision) (*dest, error) {
+	return s.connectChecked(ctx, s.policy(), host, port, d)
+}
+
+func (s *Server) connectChecked(ctx context.Context, pol Decider, host string, port uint16, d policy.Decision) (*dest, error) {
 	addrs, err := s.resolve(ctx, host)
 	if err != nil {
 		return nil, err

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -568,18 +567,27 @@ func (s *Server) transportFor(session string) *http.Transport {
 	if s.transport == nil {
 		s.transport = make(map[string]*transport)
 	}
-	t := &http.Transport{
+	t := s.newTransport(func(ctx context.Context, addr string) (net.Conn, error) {
+		host, port, ok := splitHostPort(addr, 0)
+		if !ok {
+			return nil, fmt.Errorf("bad upstream address %q", addr)
+		}
+		d, err := s.connect(ctx, host, port)
+		if err != nil {
+			return nil, err
+		}
+		return &checkedConn{Conn: d.conn, dest: *d}, nil
+	})
+	s.transport[session] = t
+	return t
+}
+
+// newTransport is an upstream transport that dials only through dial.
+func (s *Server) newTransport(dial func(ctx context.Context, addr string) (net.Conn, error)) *http.Transport {
+	return &http.Transport{
 		Proxy: nil, // never ProxyFromEnvironment: the proxy must not obey its own environment
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			host, port, ok := splitHostPort(addr, 0)
-			if !ok {
-				return nil, fmt.Errorf("bad upstream address %q", addr)
-			}
-			d, err := s.connect(ctx, host, port)
-			if err != nil {
-				return nil, err
-			}
-			return &checkedConn{Conn: d.conn, dest: *d}, nil
+			return dial(ctx, addr)
 		},
 		TLSClientConfig:        s.UpstreamTLS.Clone(),
 		DisableCompression:     true, // pass the client's Accept-Encoding and the body through untouched
@@ -590,8 +598,4 @@ func (s *Server) transportFor(session string) *http.Transport {
 		TLSHandshakeTimeout:    10 * time.Second,
 		MaxResponseHeaderBytes: 1 << 20,
 	}
-	s.transport[session] = t
-	return t
 }
-
-var _ = netip.Addr{}

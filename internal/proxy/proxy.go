@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	selfAddrs map[netip.AddrPort]struct{}
 	transport map[string]*transport // per session: no upstream pool shared across identities
+	endpoints map[*http.Server]struct{}
 	closing   bool
 	active    atomic.Int64
 	wg        sync.WaitGroup
@@ -250,7 +252,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for l := range s.listeners {
 		l.Close()
 	}
+	eps := make([]*http.Server, 0, len(s.endpoints))
+	for hs := range s.endpoints {
+		eps = append(eps, hs)
+	}
 	s.mu.Unlock()
+	for _, hs := range eps {
+		hs.Shutdown(ctx) // waits for requests in progress, until ctx is done
+	}
 
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
@@ -273,6 +282,9 @@ func (s *Server) Close() error {
 	}
 	for c := range s.conns {
 		c.Close()
+	}
+	for hs := range s.endpoints {
+		hs.Close()
 	}
 	for _, t := range s.transport {
 		t.CloseIdleConnections()
