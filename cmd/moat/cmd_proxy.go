@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,6 +44,10 @@ func cmdProxy(ctx context.Context, e *env, args []string) int {
 	headerTimeout := fs.Duration("header-timeout", proxy.DefaultHeaderTimeout, "time allowed to read a request's headers")
 	idleTimeout := fs.Duration("idle-timeout", proxy.DefaultIdleTimeout, "time a kept-alive connection may sit idle between requests")
 	maxHeaderBytes := fs.Int("max-header-bytes", proxy.DefaultMaxHeaderBytes, "largest request line and headers accepted")
+	var endpoints listFlag
+	fs.Var(&endpoints, "endpoint", "reverse endpoint `NAME=https://host[@ADDR]`: plain HTTP on ADDR (default 127.0.0.1:0) forwarded to the upstream with its credentials; repeatable")
+	upstreamCA := fs.String("upstream-ca", "", "PEM `FILE` of extra roots to verify upstream servers with (the system's roots are always used)")
+	envFile := fs.String("env-file", "", "write the credentials' placeholder variables (NAME=VALUE lines) to `FILE`, mode 0600, for the agent's environment")
 	verbose := fs.Bool("v", false, "log debug details to standard error")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -72,6 +78,32 @@ func cmdProxy(ctx context.Context, e *env, args []string) int {
 		}
 	}
 
+	creds, err := proxy.ResolveCredentials(ctx, pol.Credentials, e.getenv)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
+		return exitConfig
+	}
+	var eps []endpointFlag
+	for _, v := range endpoints {
+		ep, err := parseEndpointFlag(v)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
+			return exitUsage
+		}
+		eps = append(eps, ep)
+	}
+	upTLS, err := upstreamTLS(*upstreamCA)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
+		return exitConfig
+	}
+	if *envFile != "" {
+		if err := writePlaceholders(*envFile, pol.Credentials, creds); err != nil {
+			fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
+			return exitInternal
+		}
+	}
+
 	rec, err := openAudit(e, *auditPath, pol)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
@@ -87,6 +119,8 @@ func cmdProxy(ctx context.Context, e *env, args []string) int {
 		HeaderTimeout:  *headerTimeout,
 		IdleTimeout:    *idleTimeout,
 		MaxHeaderBytes: *maxHeaderBytes,
+		Credentials:    creds,
+		UpstreamTLS:    upTLS,
 	}
 	srv.SetDecider(pol)
 
@@ -102,10 +136,21 @@ func cmdProxy(ctx context.Context, e *env, args []string) int {
 		}
 		ls = append(ls, l)
 	}
-	errc := make(chan error, len(ls))
+	errc := make(chan error, len(ls)+len(eps))
 	for _, l := range ls {
 		go func() { errc <- srv.Serve(l) }()
 		fmt.Fprintf(e.stderr, "moat proxy: listening on %s (http, socks5)\n", proxy.Describe(l))
+	}
+	for _, ep := range eps {
+		l, err := proxy.Listen(ep.addr)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "moat proxy: endpoint %s: %v\n", ep.Name, err)
+			srv.Close()
+			return exitInternal
+		}
+		ls = append(ls, l)
+		go func() { errc <- srv.ServeEndpoint(l, ep.Endpoint) }()
+		fmt.Fprintf(e.stderr, "moat proxy: endpoint %s on http://%s -> %s\n", ep.Name, l.Addr(), ep.Upstream)
 	}
 	rec.Record(audit.Record{Kind: audit.KindLifecycle, Event: "start", Decision: "allow",
 		Detail: fmt.Sprintf("listening on %s; policy %s", describeAll(ls), layerNames(pol))})
@@ -227,4 +272,54 @@ func layerNames(p *policy.Policy) string {
 		return "profile:" + p.Profile
 	}
 	return strings.Join(s, ", ")
+}
+
+type endpointFlag struct {
+	proxy.Endpoint
+	addr string
+}
+
+// parseEndpointFlag reads NAME=https://host[/path][@ADDR].
+func parseEndpointFlag(v string) (endpointFlag, error) {
+	addr := "127.0.0.1:0"
+	if i := strings.LastIndex(v, "@"); i >= 0 {
+		if _, _, err := net.SplitHostPort(v[i+1:]); err == nil {
+			v, addr = v[:i], v[i+1:]
+		}
+	}
+	ep, err := proxy.ParseEndpoint(v)
+	return endpointFlag{ep, addr}, err
+}
+
+func upstreamTLS(caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("upstream CA: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("upstream CA %s: no PEM certificate in it", caFile)
+	}
+	return &tls.Config{RootCAs: pool}, nil
+}
+
+// writePlaceholders writes the placeholder variables the agent's
+// environment should hold. It never writes a secret.
+func writePlaceholders(path string, pcs []policy.Credential, creds []*proxy.Credential) error {
+	var b strings.Builder
+	for i, c := range creds {
+		if c.Placeholder != "" {
+			fmt.Fprintf(&b, "%s=%s\n", pcs[i].Placeholder, c.Placeholder)
+		}
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("env file: %w", err)
+	}
+	return nil
 }
