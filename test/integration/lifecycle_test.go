@@ -85,6 +85,7 @@ func TestReloadAndShutdown(t *testing.T) {
 	p.WaitRecord("the stop record", lifecycle("stop"))
 }
 
+// TestUnixSocketPermissions also stops the proxy with SIGINT.
 func TestUnixSocketPermissions(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t, false)
@@ -112,5 +113,8 @@ func TestUnixSocketPermissions(t *testing.T) {
 	status, _, body := get(t, p.unixHTTPClient(), up.URL("localhost")+"/perm")
 	if status != 200 || body != up.Body("GET", "/perm") {
 		t.Fatalf("GET over %s: %d %q", sock, status, body)
+	}
+	if err := p.StopWith(syscall.SIGINT); err != nil {
+		t.Errorf("moat proxy exit after SIGINT: %v; want status 0 (graceful shutdown)", err)
 	}
 }

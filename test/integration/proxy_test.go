@@ -145,18 +145,21 @@ func (p *moatProxy) Unix() string {
 
 // Stop sends SIGTERM and waits up to 10 s for the process to exit; a proxy
 // that does not is killed and the test fails. It returns the exit error.
-func (p *moatProxy) Stop() error {
+func (p *moatProxy) Stop() error { return p.StopWith(syscall.SIGTERM) }
+
+// StopWith is Stop with another signal.
+func (p *moatProxy) StopWith(sig syscall.Signal) error {
 	p.stopOnce.Do(func() {
 		select {
 		case <-p.done:
 			return
 		default:
 		}
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Process.Signal(sig)
 		select {
 		case <-p.done:
 		case <-time.After(10 * time.Second):
-			p.t.Errorf("moat proxy did not exit within 10 s of SIGTERM; killing it")
+			p.t.Errorf("moat proxy did not exit within 10 s of %v; killing it", sig)
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}

@@ -23,7 +23,7 @@ type upstream struct {
 	kind    string // "plain" or "tls"
 	Port    int
 	accepts atomic.Int64
-	read    atomic.Int64 // bytes read from accepted connections
+	read    atomic.Int64            // bytes read from accepted connections
 	extra   map[string]http.Handler // path prefix → handler (git)
 
 	mu   sync.Mutex
