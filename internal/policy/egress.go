@@ -77,7 +77,7 @@ func (p *Policy) egress(h string, ip netip.Addr, port uint16) Decision {
 		for i := range n.Allow {
 			r := &n.Allow[i]
 			if allowPort(r.Port, port) && r.matchAddr(ip) {
-				return allowedBy(r, h, ip, port)
+				return allowedBy(r, "network.allow")
 			}
 		}
 		return Decision{Verdict: Deny, Rule: RuleIPLiteral,
@@ -88,7 +88,7 @@ func (p *Policy) egress(h string, ip netip.Addr, port uint16) Decision {
 	for i := range n.Allow {
 		r := &n.Allow[i]
 		if allowPort(r.Port, port) && r.matchName(h) && !(metadata && r.Wildcard) {
-			return allowedBy(r, h, ip, port)
+			return allowedBy(r, "network.allow")
 		}
 	}
 	if metadata {
@@ -101,9 +101,23 @@ func (p *Policy) egress(h string, ip netip.Addr, port uint16) Decision {
 			" to network.allow to allow it"}
 }
 
-func allowedBy(r *HostRule, h string, ip netip.Addr, port uint16) Decision {
-	return Decision{Verdict: Allow, Rule: r.Origin.String(),
-		Reason: hostPort(h, ip, port) + " is allowed by " + quote(r.String()) + " in network.allow"}
+// allowedBy is the decision of an allow rule. Its reason does not name the
+// destination, so that the parser can make it once and allowing costs no
+// allocation.
+func allowedBy(r *HostRule, list string) Decision {
+	reason := r.allowed
+	if reason == "" {
+		reason = allowReason(*r, list)
+	}
+	rule := r.rule
+	if rule == "" {
+		rule = r.Origin.String()
+	}
+	return Decision{Verdict: Allow, Rule: rule, Reason: reason}
+}
+
+func allowReason(r HostRule, list string) string {
+	return "allowed by " + quote(r.String()) + " in " + list
 }
 
 // EgressAddr decides on one resolved (or literal) address of a host that
@@ -153,22 +167,16 @@ func (p *Policy) egressAddr(h string, a netip.Addr, port uint16) Decision {
 	if class == "" {
 		return Decision{Verdict: Allow, Rule: RulePublicAddress}
 	}
-	literal := h == a.String()
-	// "localhost resolves to 127.0.0.1 (loopback)", "10.1.2.3 is a private address"
-	what := h + " resolves to " + a.String() + " (" + plainClass(class) + ")"
-	if literal {
-		what = h + " is " + article(class) + " " + class + " address"
-	}
 	for i := range n.AllowPrivate {
 		r := &n.AllowPrivate[i]
 		if anyPort(r.Port, port) && (r.matchAddr(a) || r.matchName(h)) {
-			return Decision{Verdict: Allow, Rule: r.Origin.String(),
-				Reason: what + ", allowed by " + quote(r.String()) + " in network.allow_private"}
+			return allowedBy(r, "network.allow_private")
 		}
 	}
-	lists := "the name or the address"
-	if literal {
-		lists = "the address"
+	// "localhost resolves to 127.0.0.1 (loopback)", "10.1.2.3 is a private address"
+	what, lists := h+" resolves to "+a.String()+" ("+plainClass(class)+")", "the name or the address"
+	if h == a.String() {
+		what, lists = h+" is "+article(class)+" "+class+" address", "the address"
 	}
 	return Decision{Verdict: Deny, Rule: RulePrivateAddress,
 		Reason: what + "; moat refuses loopback, private, link-local and metadata addresses unless network.allow_private lists " + lists}

@@ -123,7 +123,11 @@ type HostRule struct {
 	Port   uint16
 	Origin Origin
 
-	prefix netip.Prefix // Prefix, parsed by ParseHostRule; zero in a rule built by hand
+	// Made once by the parser, so that deciding allocates nothing; zero in
+	// a rule built by hand.
+	prefix  netip.Prefix // Prefix, parsed
+	rule    string       // Origin.String()
+	allowed string       // the Reason of a decision this rule allows
 }
 
 type Network struct {

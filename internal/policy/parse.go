@@ -228,6 +228,21 @@ func join(path, name string) string {
 	return path + "." + name
 }
 
+// keyName shows a key in a key path: as it is if it looks like a key,
+// quoted if not, so that no control character reaches an error message.
+func keyName(k string) string {
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return quote(k)
+		}
+	}
+	if k == "" {
+		return `""`
+	}
+	return k
+}
+
 func index(key string, i int) string { return key + "[" + strconv.Itoa(i) + "]" }
 
 // mapping walks a mapping node's keys, calling the field of each; unknown
@@ -251,7 +266,7 @@ func (ps *parser) mapping(n *yaml.Node, path string, fields []field) {
 			ps.errorf(kn.Line, join(path, kn.Value), "YAML merge keys are not allowed; write the keys out")
 			continue
 		}
-		key := join(path, kn.Value)
+		key := join(path, keyName(kn.Value))
 		if line, dup := seen[kn.Value]; dup {
 			ps.errorf(kn.Line, key, "duplicate key; first set at line %d", line)
 			continue
@@ -494,6 +509,10 @@ func (ps *parser) hostRules(key string, n *yaml.Node, tld bool) []HostRule {
 		if s := r.String(); !seen[s] {
 			seen[s] = true
 			r.Origin = ps.origin(it.node, it.key)
+			r.rule = r.Origin.String()
+			if key != "network.deny" {
+				r.allowed = allowReason(r, key)
+			}
 			out = append(out, r)
 		}
 	}
