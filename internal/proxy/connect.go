@@ -47,6 +47,10 @@ func (s *Server) handleConnect(c *clientConn, req *http.Request, start time.Time
 	c.SetWriteDeadline(time.Time{})
 	rec := audit.Record{Kind: audit.KindConnect, Proto: "connect", Client: c.client, Session: c.session,
 		Method: http.MethodConnect, Host: host, Port: port}
+	if s.intercepts(host, port) {
+		s.intercept(c, d, rec, start)
+		return
+	}
 	s.tunnel(c, d, rec, start)
 }
 

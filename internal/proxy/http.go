@@ -343,6 +343,10 @@ func (s *Server) forward(c *clientConn, req *http.Request, info headerInfo, star
 		s.refuseHTTP(c, start, req, 403, d.Rule, target, d.Reason)
 		return false
 	}
+	if d := s.checkRequestRules(host, port, req.Method, req.URL.Path); !d.Allowed() {
+		s.refuseHTTP(c, start, req, 403, d.Rule, target, d.Reason)
+		return false
+	}
 
 	var up atomic.Int64
 	out := req.Clone(req.Context())

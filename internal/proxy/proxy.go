@@ -72,6 +72,12 @@ type Server struct {
 	// and intercepted tunnels; opaque tunnels carry no credentials.
 	Credentials []*Credential
 
+	// CA terminates the TLS of tunnels to the hosts Intercept names (and
+	// InterceptExclude does not); nil terminates nothing.
+	CA               *CA
+	Intercept        []policy.HostRule
+	InterceptExclude []policy.HostRule
+
 	MaxConns       int           // concurrent client connections, all listeners together
 	HeaderTimeout  time.Duration // to read one request's headers (and a SOCKS5 handshake)
 	IdleTimeout    time.Duration // between requests on a kept-alive connection
