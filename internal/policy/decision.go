@@ -6,12 +6,14 @@ import "fmt"
 // Decision that nobody filled in refuses.
 type Verdict int
 
+// The verdicts, from the most to the least restrictive.
 const (
-	Deny Verdict = iota
-	Ask
-	Allow
+	Deny  Verdict = iota // refuse
+	Ask                  // ask a person
+	Allow                // go ahead
 )
 
+// String returns "deny", "ask" or "allow".
 func (v Verdict) String() string {
 	switch v {
 	case Deny:

@@ -20,6 +20,8 @@ type Error struct {
 	Msg  string
 }
 
+// Error formats the problem as "FILE:LINE: KEY: MSG", leaving out what is
+// unknown.
 func (e *Error) Error() string {
 	var b strings.Builder
 	if e.File != "" {
@@ -43,6 +45,7 @@ func (e *Error) Error() string {
 // one.
 type Errors []*Error
 
+// Error returns the problems' texts, one a line.
 func (es Errors) Error() string {
 	var b strings.Builder
 	for i, e := range es {

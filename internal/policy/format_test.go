@@ -2,6 +2,7 @@ package policy
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -103,5 +104,49 @@ func TestYAMLString(t *testing.T) {
 		if err := yaml.Unmarshal([]byte("v: "+got), &struct{ V *string }{&back}); err != nil || back != tt.in {
 			t.Errorf("yamlString(%q) = %s reads back as %q, %v", tt.in, got, back, err)
 		}
+	}
+}
+
+// The complete policies in docs/policy.md load, and its lock example fails
+// as the page says.
+func TestDocsExamples(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, block := range strings.Split(string(doc), "```yaml\n")[1:] {
+		block = block[:strings.Index(block, "```")]
+		if !strings.Contains(block, "version: 1") {
+			continue
+		}
+		n++
+		if _, err := Parse("policy.md", []byte(block), LayerManaged); err != nil {
+			t.Errorf("docs/policy.md example:\n%s\n%v", block, err)
+		}
+	}
+	if n < 2 {
+		t.Errorf("docs/policy.md has %d complete examples; want at least 2", n)
+	}
+
+	i := strings.Index(string(doc), "```yaml\n# /etc/moat/policy.yaml\n")
+	if i < 0 {
+		t.Fatal("docs/policy.md has no managed example")
+	}
+	managed := string(doc[i+len("```yaml\n"):])
+	managed = managed[:strings.Index(managed, "```")]
+	m, err := Parse("/etc/moat/policy.yaml", []byte(managed), LayerManaged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	project, err := Parse("moat.yaml", []byte("version: 1\nnetwork:\n  deny: [x.example]\n  allow_private: []\n  allow:\n    - example.org\n"), LayerProject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := Builtin("default")
+	_, err = Merge(base, project, m)
+	const want = "moat.yaml:6: network.allow: locked by /etc/moat/policy.yaml:4 (managed); this layer cannot widen it"
+	if err == nil || err.Error() != want || !strings.Contains(string(doc), "moat: policy "+want+"\n") {
+		t.Errorf("the managed example: Merge error %v; want %s, as docs/policy.md shows", err, want)
 	}
 }

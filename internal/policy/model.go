@@ -50,19 +50,22 @@ type Entry struct {
 	Origin Origin
 }
 
-// Scalar values remember their origin too, so `moat policy show` can say
-// which layer set them.
+// String is a string scalar. Scalar values remember their origin too, so
+// `moat policy show` can say which layer set them; a zero Origin means
+// unset.
 type String struct {
 	Value  string
 	Origin Origin
 }
 
+// Int is an integer scalar; Set tells an unset value from zero.
 type Int struct {
 	Value  int64
 	Set    bool
 	Origin Origin
 }
 
+// Bool is a boolean scalar; Set tells an unset value from false.
 type Bool struct {
 	Value  bool
 	Set    bool
@@ -101,6 +104,8 @@ type Policy struct {
 	ProfileOrigin Origin
 }
 
+// Filesystem is what the sandbox may read and write (enforced by the
+// sandbox tiers, not yet by the proxy).
 type Filesystem struct {
 	Read      []Entry // readable paths (default: the host's root, read-only)
 	DenyRead  []Entry // masked paths (globs allowed)
@@ -130,6 +135,8 @@ type HostRule struct {
 	allowed string       // the Reason of a decision this rule allows
 }
 
+// Network is the egress policy the proxy enforces (see Policy.Egress and
+// Policy.EgressAddr).
 type Network struct {
 	Mode         Mode
 	ModeOrigin   Origin
@@ -138,7 +145,8 @@ type Network struct {
 	AllowPrivate []HostRule // names, IP literals or CIDRs whose private addresses may be dialled
 }
 
-// Credential is defined here and enforced by the credentials issue.
+// Credential is a secret the proxy adds to requests bound for its hosts.
+// It is defined here and enforced by the credentials issue.
 type Credential struct {
 	Name        string
 	Hosts       []Entry // required: where the secret may go
@@ -152,23 +160,27 @@ type Credential struct {
 	Origin      Origin
 }
 
+// TLS says which connections moat terminates with its own CA.
 type TLS struct {
 	Intercept []Entry // hosts whose TLS moat terminates
 	CA        String  // CA directory
 	Exclude   []Entry
 }
 
+// Process is the identity and environment of the sandboxed process.
 type Process struct {
 	User String  // "agent" (default: an unprivileged mapped uid) or "UID:GID"
 	Env  []Entry // "NAME=VALUE" set, or "NAME" passed through from moat's environment
 }
 
+// Resources are the sandbox's limits.
 type Resources struct {
 	Memory String // "2g"
 	CPUs   String // "1.5"
 	Pids   Int
 }
 
+// Permissions are Claude-Code-style tool rules, for the permission engine.
 type Permissions struct {
 	Allow       []Entry
 	Ask         []Entry
@@ -176,12 +188,14 @@ type Permissions struct {
 	DefaultMode String // "ask" (default) | "deny" | "allow"
 }
 
+// Audit says where the audit log goes and how it rotates.
 type Audit struct {
-	File     String // JSON-lines path; "-" is standard error
+	File     String // JSON-lines path; "-" is standard output (as moat proxy writes it)
 	MaxSize  String // rotate past this size ("100m")
 	MaxFiles Int    // rotated files kept
 }
 
+// Isolation picks the isolation tier and the layers it must have.
 type Isolation struct {
 	Tier     String  // "native" | "container" | "gvisor" | "docker" | "microvm"
 	Require  []Entry // layers that must be present or moat refuses to start
