@@ -97,6 +97,11 @@ func cmdProxy(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
 		return exitConfig
 	}
+	ca, intercept, exclude, err := interceptConfig(e, pol)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
+		return exitConfig
+	}
 	if *envFile != "" {
 		if err := writePlaceholders(*envFile, pol.Credentials, creds); err != nil {
 			fmt.Fprintf(e.stderr, "moat proxy: %v\n", err)
@@ -112,15 +117,18 @@ func cmdProxy(ctx context.Context, e *env, args []string) int {
 	defer rec.Close()
 
 	srv := &proxy.Server{
-		Recorder:       rec,
-		Log:            log,
-		Sessions:       sessions,
-		MaxConns:       *maxConns,
-		HeaderTimeout:  *headerTimeout,
-		IdleTimeout:    *idleTimeout,
-		MaxHeaderBytes: *maxHeaderBytes,
-		Credentials:    creds,
-		UpstreamTLS:    upTLS,
+		Recorder:         rec,
+		Log:              log,
+		Sessions:         sessions,
+		MaxConns:         *maxConns,
+		HeaderTimeout:    *headerTimeout,
+		IdleTimeout:      *idleTimeout,
+		MaxHeaderBytes:   *maxHeaderBytes,
+		Credentials:      creds,
+		UpstreamTLS:      upTLS,
+		CA:               ca,
+		Intercept:        intercept,
+		InterceptExclude: exclude,
 	}
 	srv.SetDecider(pol)
 
@@ -322,4 +330,42 @@ func writePlaceholders(path string, pcs []policy.Credential, creds []*proxy.Cred
 		return fmt.Errorf("env file: %w", err)
 	}
 	return nil
+}
+
+// interceptConfig loads the CA when the policy terminates any TLS. A
+// policy that names hosts to intercept without a CA fails closed: moat
+// never quietly leaves traffic it was told to inspect uninspected.
+func interceptConfig(e *env, pol *policy.Policy) (*proxy.CA, []policy.HostRule, []policy.HostRule, error) {
+	if len(pol.TLS.Intercept) == 0 {
+		return nil, nil, nil, nil
+	}
+	parse := func(es []policy.Entry) ([]policy.HostRule, error) {
+		var rs []policy.HostRule
+		for _, en := range es {
+			r, err := policy.ParseHostRule(en.Value)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", en.Origin, err)
+			}
+			r.Origin = en.Origin
+			rs = append(rs, r)
+		}
+		return rs, nil
+	}
+	in, err := parse(pol.TLS.Intercept)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ex, err := parse(pol.TLS.Exclude)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	dir := pol.TLS.CA.Value
+	if dir == "" {
+		dir = proxy.DefaultCADir(e.getenv)
+	}
+	ca, _, err := proxy.InitCA(dir)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("tls.intercept needs moat's CA: %w", err)
+	}
+	return ca, in, ex, nil
 }
