@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -155,6 +156,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		} else if _, err := os.Stat(bin); err != nil {
 			o.skipWhy[name] = fmt.Sprintf("%s not found", bin)
 			o.bins[name] = ""
+		} else if abs, err := filepath.Abs(bin); err == nil {
+			o.bins[name] = abs // each peer runs in its own directory
 		}
 	}
 	if *moatBin == "" {
@@ -172,6 +175,7 @@ type Results struct {
 	Machine Machine   `json:"machine"`
 	NoFile  uint64    `json:"rlimit_nofile"`
 	LoadAvg string    `json:"loadavg"` // /proc/loadavg as the throughput phase began
+	Nice    string    `json:"nice"`    // the benchmark's scheduling niceness
 	// TunnelCap says why the largest idle-tunnel step is lower than asked.
 	TunnelCap string       `json:"tunnel_cap,omitempty"`
 	Settings  Settings     `json:"settings"`
@@ -295,6 +299,7 @@ func run(ctx context.Context, o options, logw io.Writer) error {
 	}
 	budget := o.quietBudget
 	res.LoadAvg = loadAvg()
+	res.Nice = niceness()
 	for round := 1; round <= o.Rounds; round++ {
 		for _, w := range workloads(o.Settings, up) {
 			for _, t := range append([]*Peer{{Name: direct}}, live...) {
@@ -448,6 +453,19 @@ func loadAvg() string {
 	}
 	f := strings.Fields(string(b))
 	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// niceness reads this process's nice value (field 19 of /proc/self/stat).
+func niceness() string {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 17 {
+		return "unknown"
+	}
+	return f[16]
 }
 
 func firstLine(err error) string {

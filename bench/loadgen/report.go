@@ -484,8 +484,8 @@ func interference(res *Results) string {
 		return ""
 	}
 	slices.Sort(shares)
-	s := fmt.Sprintf("Load average as the run began: %s. Other processes' share of the CPUs during the kept cells: median %.0f%%, worst %.0f%% (%s)",
-		res.LoadAvg, 100*shares[len(shares)/2], 100*worst, where)
+	s := fmt.Sprintf("The benchmark ran at nice %s; load average as the run began: %s. Other processes' share of the CPUs during the kept cells: median %.0f%%, worst %.0f%% (%s)",
+		res.Nice, res.LoadAvg, 100*shares[len(shares)/2], 100*worst, where)
 	if again > 0 {
 		s += fmt.Sprintf("; %d cell(s) were run again because others took more than %.0f%%", again, 100*disturbed)
 	}
