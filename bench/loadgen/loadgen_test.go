@@ -174,6 +174,8 @@ func TestReport(t *testing.T) {
 		"| MB/s |",
 		"| KiB per idle tunnel (at 10) | 102.4 | 102.4 | 102.4 | 1.00× | 1.00× |",
 		"| at least Squid on every row |",
+		"| < 10 KiB per idle tunnel (at 10) | 102.4 KiB | **no** |",
+		"| p99 added latency < 1 ms at 16 clients | 0.000 ms | **yes** |",
 		"| ≥ 1.5× Squid's requests/s (every HTTP row) | c=1: 1.00×, c=16: 1.00×, c=64: 1.00× | **no** |",
 		"bench/run.sh --test",
 	} {

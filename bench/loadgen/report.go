@@ -30,6 +30,7 @@ type row struct {
 
 type table struct {
 	title, intro string
+	short        string // names the table in the bar's list of rows
 	direct       bool // show the direct (no proxy) column
 	rows         []row
 }
@@ -92,6 +93,7 @@ func buildTables(res *Results) []table {
 	var tables []table
 
 	http := table{
+		short: "HTTP",
 		title:  "HTTP forward proxy: GET for 1 KiB, keep-alive clients",
 		intro:  "Absolute-form requests (as `HTTP_PROXY` clients send them), each client on its own kept-alive connection; a client whose connection the proxy closes opens a new one, and that dial counts in its next request's latency.",
 		direct: true,
@@ -121,6 +123,7 @@ func buildTables(res *Results) []table {
 	tables = append(tables, http)
 
 	added := table{
+		short: "added latency",
 		title: "Added latency at 16 clients: through the proxy minus direct",
 		intro: "From the c=16 rows above (the median round of each).",
 	}
@@ -145,6 +148,7 @@ func buildTables(res *Results) []table {
 
 	mc := median(res, wConnect, rate)
 	tables = append(tables, table{
+		short:  "CONNECT",
 		title:  "New CONNECT tunnels, one TLS request each, 16 clients",
 		intro:  "Each operation: TCP connect, CONNECT, TLS handshake through the tunnel (sessions resumed from a shared cache), one GET for 1 KiB, close. Direct: the same without the proxy.",
 		direct: true,
@@ -159,6 +163,7 @@ func buildTables(res *Results) []table {
 	mbps := func(s Stats) float64 { return s.MBPerSecond() }
 	mb := median(res, wBulk, mbps)
 	tables = append(tables, table{
+		short: "bulk",
 		title: "Bulk download through one CONNECT tunnel",
 		intro: fmt.Sprintf("Plain bytes (no TLS, so the proxy's copy is what is measured): %d MiB or as much as %v allows, after an unmeasured warm-up transfer. MB = 10^6 bytes.",
 			res.Settings.BulkBytes/mib, res.Settings.BulkLimit),
@@ -170,6 +175,7 @@ func buildTables(res *Results) []table {
 	})
 
 	memT := table{
+		short: "memory",
 		title: "Memory: VmRSS summed over the proxy's process tree",
 		intro: fmt.Sprintf("A fresh proxy, idle; then with idle CONNECT tunnels open to the upstream (each proved with a one-byte transfer, then left idle; %v to settle before reading /proc). \"After load\" is the throughput phase's instance, idle again at its end.", settleFor),
 	}
@@ -347,7 +353,7 @@ func writeReport(w io.Writer, res *Results) {
 				if !hasNoteM {
 					noteM = "not measured"
 				}
-				below = append(below, fmt.Sprintf("%s: %s", r.name, noteM))
+				below = append(below, fmt.Sprintf("%s %s: %s", t.short, r.name, noteM))
 			case hasNoteS:
 				compared++ // moat held what Squid could not
 			case !okS:
@@ -355,7 +361,7 @@ func writeReport(w io.Writer, res *Results) {
 			default:
 				compared++
 				if (r.higher && mv < sv) || (!r.higher && mv > sv) {
-					below = append(below, fmt.Sprintf("%s: %s vs Squid's %s", r.name, r.format(mv), r.format(sv)))
+					below = append(below, fmt.Sprintf("%s %s: %s vs Squid's %s", t.short, r.name, r.format(mv), r.format(sv)))
 				}
 			}
 		}
@@ -385,21 +391,23 @@ func writeReport(w io.Writer, res *Results) {
 	p("| ≥ %.1f× Squid's requests/s (every HTTP row) | %s | %s |\n", barRequestsRatio, strings.Join(ratios, ", "), yesNo(okRatio))
 
 	if v, ok := tables[1].rows[1].vals[moat]; ok {
-		p("| p99 added latency < %v at 16 clients | %.3f ms | %s |\n", barAddedP99, v, yesNo(v < ms(barAddedP99)))
+		p("| p99 added latency < %g ms at 16 clients | %.3f ms | %s |\n", ms(barAddedP99), v, yesNo(v < ms(barAddedP99)))
 	} else {
-		p("| p99 added latency < %v at 16 clients | n/a | no |\n", barAddedP99)
+		p("| p99 added latency < %g ms at 16 clients | n/a | **no** |\n", ms(barAddedP99))
 	}
 	largest := res.Settings.Tunnels[len(res.Settings.Tunnels)-1]
 	var perTunnel row
-	for _, r := range tables[3].rows {
-		if r.name == fmt.Sprintf("KiB per idle tunnel (at %s)", count(float64(largest))) {
-			perTunnel = r
+	for _, t := range tables {
+		for _, r := range t.rows {
+			if r.name == fmt.Sprintf("KiB per idle tunnel (at %s)", count(float64(largest))) {
+				perTunnel = r
+			}
 		}
 	}
 	if v, ok := perTunnel.vals[moat]; ok {
 		p("| < %d KiB per idle tunnel (at %s) | %.1f KiB | %s |\n", barPerTunnel/kib, count(float64(largest)), v, yesNo(v < barPerTunnel/kib))
 	} else {
-		p("| < %d KiB per idle tunnel (at %s) | could not hold them | no |\n", barPerTunnel/kib, count(float64(largest)))
+		p("| < %d KiB per idle tunnel (at %s) | could not hold them | **no** |\n", barPerTunnel/kib, count(float64(largest)))
 	}
 }
 
