@@ -31,7 +31,7 @@ type row struct {
 type table struct {
 	title, intro string
 	short        string // names the table in the bar's list of rows
-	direct       bool // show the direct (no proxy) column
+	direct       bool   // show the direct (no proxy) column
 	rows         []row
 }
 
@@ -93,7 +93,7 @@ func buildTables(res *Results) []table {
 	var tables []table
 
 	http := table{
-		short: "HTTP",
+		short:  "HTTP",
 		title:  "HTTP forward proxy: GET for 1 KiB, keep-alive clients",
 		intro:  "Absolute-form requests (as `HTTP_PROXY` clients send them), each client on its own kept-alive connection; a client whose connection the proxy closes opens a new one, and that dial counts in its next request's latency.",
 		direct: true,
