@@ -1,0 +1,110 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// The parent and PID 1 talk over a SOCK_SEQPACKET pair (fd 3 in the
+// child). One message a packet; its first byte is its type:
+//
+//	parent → init  'S' initConfig (JSON), with the idmapped mount fds
+//	init → parent  'O' the command started
+//	init → parent  'F' stageFailure (JSON): a stage failed; init exits
+//	init → parent  'E' an egress connection is wanted
+//	parent → init  'C' with one fd: a connection to the egress listener
+//
+// The last stage reports to PID 1 over a pipe (fd 4 in it): a
+// stageFailure, or nothing when execve closes the pipe.
+const (
+	msgSpec    = 'S'
+	msgOK      = 'O'
+	msgFail    = 'F'
+	msgEgress  = 'E'
+	msgConn    = 'C'
+	maxMsgSize = 4 << 20
+)
+
+// initConfig is what the parent sends PID 1 and PID 1 passes on.
+type initConfig struct {
+	Spec     Spec
+	Rlimits  bool  // no cgroups: the last stage sets rlimits instead
+	IDMapped []int // indexes into Spec.Write of the mount fds sent along, in order
+	Verbose  bool
+}
+
+type stageFailure struct {
+	Stage string `json:"stage"`
+	Err   string `json:"err"`
+	Code  int    `json:"code"` // exit status: 125, or 126/127 for exec
+}
+
+// StageError is a sandbox stage that failed: "landlock: …".
+type StageError struct {
+	Stage string
+	Err   error
+	Code  int // the exit status moat run returns for it
+}
+
+func (e *StageError) Error() string { return e.Stage + ": " + e.Err.Error() }
+func (e *StageError) Unwrap() error { return e.Err }
+
+func sendMsg(fd int, typ byte, v any, fds ...int) error {
+	b := []byte{typ}
+	if v != nil {
+		j, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		b = append(b, j...)
+	}
+	if len(b) > maxMsgSize {
+		return fmt.Errorf("message of %d bytes is too large", len(b))
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	for {
+		err := unix.Sendmsg(fd, b, oob, nil, 0)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// recvMsg reads one message; a closed peer gives io.EOF-like errEOF.
+func recvMsg(fd int) (typ byte, body []byte, fds []int, err error) {
+	buf := make([]byte, maxMsgSize)
+	oob := make([]byte, unix.CmsgSpace(64*4))
+	var n, oobn int
+	for {
+		n, oobn, _, _, err = unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if oobn > 0 {
+		cms, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		for _, cm := range cms {
+			if rights, err := unix.ParseUnixRights(&cm); err == nil {
+				fds = append(fds, rights...)
+			}
+		}
+	}
+	if n == 0 {
+		return 0, nil, fds, errEOF
+	}
+	return buf[0], buf[1:n], fds, nil
+}
+
+var errEOF = errors.New("peer closed the connection")
