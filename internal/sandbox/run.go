@@ -58,18 +58,18 @@ type Sandbox struct {
 	// that the policy does not require).
 	Notes []string
 
-	cmd      *exec.Cmd
-	ctl      int // parent's end of the control socket
-	egress   *Egress
-	cg       *cgroup
-	tty      *ttyRelay
-	sigs     chan os.Signal
-	waitc    chan error
-	ctlDone  chan struct{}
-	waitOnce sync.Once
+	cmd        *exec.Cmd
+	ctl        int // parent's end of the control socket
+	egress     *Egress
+	cg         *cgroup
+	tty        *ttyRelay
+	sigs       chan os.Signal
+	waitc      chan error
+	ctlDone    chan struct{}
+	waitOnce   sync.Once
 	ctlStarted bool
-	status   int
-	err      error
+	status     int
+	err        error
 }
 
 // Start creates the sandbox and starts the command in it. It returns once

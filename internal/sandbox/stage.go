@@ -22,11 +22,11 @@ type stage struct {
 // lastStageSteps are run in this order, on one locked thread, right before
 // execve. Each comes where it does for a reason:
 var lastStageSteps = []stage{
-	{"rlimits", setRlimits},          // while setrlimit is still allowed to raise nothing; before the filter
-	{"no_new_privs", setNoNewPrivs},  // first of the locks: Landlock and unprivileged seccomp need it, setuid binaries lose their power
-	{"capabilities", dropCaps},       // the bounding set needs CAP_SETPCAP, so before capset empties it
-	{"landlock", restrictPaths},      // after the mount tree is final: its rules bind to those paths
-	{"seccomp", loadSeccomp},         // last: the fewest system calls run under it before execve
+	{"rlimits", setRlimits},         // while setrlimit is still allowed to raise nothing; before the filter
+	{"no_new_privs", setNoNewPrivs}, // first of the locks: Landlock and unprivileged seccomp need it, setuid binaries lose their power
+	{"capabilities", dropCaps},      // the bounding set needs CAP_SETPCAP, so before capset empties it
+	{"landlock", restrictPaths},     // after the mount tree is final: its rules bind to those paths
+	{"seccomp", loadSeccomp},        // last: the fewest system calls run under it before execve
 }
 
 // lastStage is the process the command replaces. It never returns.
