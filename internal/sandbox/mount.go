@@ -96,7 +96,11 @@ func buildRoot(s *Spec, idmapped map[int]int) error {
 	sort.SliceStable(order, func(a, b int) bool { return len(s.Write[order[a]]) < len(s.Write[order[b]]) })
 	for _, i := range order {
 		w := s.Write[i]
-		if err := ensureMountPoint(at(w), w); err != nil {
+		var st unix.Stat_t
+		if err := unix.Fstat(writeFDs[i], &st); err != nil {
+			return fmt.Errorf("writable %s: %w", w, err)
+		}
+		if err := ensureMountPoint(at(w), st.Mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
 			return fmt.Errorf("writable %s: %w", w, err)
 		}
 		if err := unix.MoveMount(writeFDs[i], "", unix.AT_FDCWD, at(w), unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
@@ -203,17 +207,13 @@ func mountDev(dev string) error {
 	return unix.MountSetattr(unix.AT_FDCWD, dev, 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
 }
 
-// ensureMountPoint makes sure p exists (as a directory, or a file when
-// src is one); it can only create it on a tmpfs (the root is read-only).
-func ensureMountPoint(p, src string) error {
+// ensureMountPoint makes sure p exists (as a directory, or a file); it
+// can only create it on a tmpfs (the root is read-only).
+func ensureMountPoint(p string, dir bool) error {
 	if _, err := os.Stat(p); err == nil {
 		return nil
 	}
-	fi, err := os.Stat(src)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() {
+	if dir {
 		return os.MkdirAll(p, 0o755)
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {

@@ -56,6 +56,17 @@ func Probe() *Host {
 		h.LandlockErr = errno.Error()
 	}
 
+	// Tests pretend a layer is missing to check that moat fails closed;
+	// hiding a layer can only make moat refuse more, never less.
+	for _, l := range strings.Split(os.Getenv("MOAT_TEST_HIDE_LAYERS"), ",") {
+		switch l {
+		case "landlock":
+			h.LandlockABI, h.LandlockErr = 0, "hidden by MOAT_TEST_HIDE_LAYERS"
+		case "seccomp":
+			defer func() { h.Seccomp, h.SeccompErr = false, "hidden by MOAT_TEST_HIDE_LAYERS" }()
+		}
+	}
+
 	if _, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0); err != nil {
 		h.SeccompErr = "the kernel has no seccomp filters (CONFIG_SECCOMP_FILTER): " + err.Error()
 	} else {

@@ -88,9 +88,10 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 		return nil, err
 	}
 	sb = &Sandbox{Notes: notes, egress: o.Egress, waitc: make(chan error, 1), ctlDone: make(chan struct{}), ctl: -1}
+	self := sb
 	defer func() {
 		if err != nil {
-			sb.cleanup()
+			self.cleanup()
 		}
 	}()
 
