@@ -80,12 +80,14 @@ func resolveWord(w Word, env pathEnv) (target, bool) {
 		full = g
 	case g[0] == wild:
 		full = "/" + g
+	case env.dir == unknownDir:
+		full = "/" + string(wild) + "/" + g
 	default:
-		full = escapeGlob(env.cwd) + "/" + g
+		full = escapeGlob(env.base()) + "/" + g
 	}
 	t := target{word: w}
-	if w.Known() {
-		t.abs = path.Clean(cleanJoin(env.cwd, expandTilde(w, env)))
+	if w.Known() && (env.dir != unknownDir || w.Tilde || strings.HasPrefix(g, "/")) {
+		t.abs = path.Clean(cleanJoin(env.base(), expandTilde(w, env)))
 		t.segs = splitPath(escapeGlob(t.abs))
 		return t, true
 	}
@@ -155,7 +157,14 @@ func matchTarget(rule []string, t target) bool {
 
 // containsMatch reports whether the target is a directory above something
 // the rule matches (a recursive read of it reaches the rule's files).
-func containsMatch(rule []string, t target) bool {
+//
+// A rule that matches at any depth ("**/secrets/**") is taken as anchored
+// at the working directory here: otherwise every directory would "contain"
+// a secrets directory, and every recursive read would match.
+func containsMatch(rule []string, t target, env pathEnv) bool {
+	if len(rule) > 0 && rule[0] == "**" {
+		rule = append(splitPath(escapeGlob(env.cwd)), rule[1:]...)
+	}
 	return segMatch(t.segs, rule, true, true)
 }
 
@@ -312,8 +321,14 @@ func recursiveRead(c *Command) bool {
 		return false
 	}
 	switch base(c.Args[0].Value) {
-	case "tar", "zip", "7z", "rsync", "rg", "ag", "scp", "find", "du", "tree", "zstd", "gsutil", "rclone":
+	case "tar", "zip", "7z", "rsync", "rg", "ag", "scp", "zstd", "gsutil", "rclone":
 		return true
+	case "find":
+		for _, a := range c.Args[1:] {
+			if strings.HasPrefix(a.Value, "-exec") || strings.HasPrefix(a.Value, "-ok") {
+				return true
+			}
+		}
 	case "cp", "grep", "egrep", "fgrep", "chmod", "chown", "ls", "diff", "aws":
 		for _, a := range c.Args[1:] {
 			if hasShortFlag(a.Value, 'r') || hasShortFlag(a.Value, 'R') || hasShortFlag(a.Value, 'a') && base(c.Args[0].Value) == "cp" || a.Value == "--recursive" {
@@ -366,6 +381,12 @@ func (f *finder) commandFindings(c *Command, reads, writes []target) {
 		if t.word.Value == "" {
 			continue
 		}
+		if t.abs == "" && len(t.segs) > 0 && strings.ContainsAny(t.segs[len(t.segs)-1], "*?[") {
+			// "*.go" could name "id_rsa.go" in theory; the analyser
+			// judges a glob by the directory it lists (deny rules still
+			// see the whole glob).
+			t.segs = t.segs[:len(t.segs)-1]
+		}
 		for _, s := range sensitivePaths {
 			if matchTarget(globRuleSegs(s.glob, f.env), t) {
 				f.add(t.word, CatSensitiveRead, High, "reads %s (%s)", shown(t.word), s.what)
@@ -384,6 +405,9 @@ func (f *finder) commandFindings(c *Command, reads, writes []target) {
 	vals := make([]string, len(args))
 	for i, a := range args {
 		vals[i] = a.Value
+	}
+	if strings.HasPrefix(name, "mkfs.") || strings.HasPrefix(name, "mkfs_") {
+		f.add(c.Args[0], CatDestructive, Critical, "%s makes a new file system on %s", name, strings.Join(vals, " "))
 	}
 	switch name {
 	case "rm", "shred":
@@ -443,7 +467,7 @@ func (f *finder) commandFindings(c *Command, reads, writes []target) {
 		}
 	case "scp", "rsync", "sftp", "rclone":
 		for _, a := range args {
-			if remoteSpec(a.Value) {
+			if remoteSpec(a.Value) || name == "sftp" && !strings.HasPrefix(a.Value, "-") {
 				f.add(a, CatExfiltration, High, "%s copies files to or from the remote %s", name, a.Value)
 				break
 			}
@@ -465,7 +489,7 @@ func (f *finder) commandFindings(c *Command, reads, writes []target) {
 		for i, v := range vals {
 			if v == "-delete" {
 				sev := Medium
-				if len(vals) > 0 && criticalPath(args[0], f.env) != "" {
+				if len(args) > 0 && (args[0].Value == "/" || args[0].Tilde && strings.Trim(args[0].Value, "~/") == "") {
 					sev = Critical
 				}
 				f.add(args[i], CatDestructive, sev, "find -delete removes every file it matches")
@@ -578,7 +602,10 @@ func criticalPath(w Word, env pathEnv) string {
 	case ".", "..", "./", "../":
 		return "the working directory or its parent"
 	}
-	abs := path.Clean(cleanJoin(env.cwd, expandTilde(w, env)))
+	if env.dir == unknownDir && !w.Tilde && !strings.HasPrefix(v, "/") {
+		return ""
+	}
+	abs := path.Clean(cleanJoin(env.base(), expandTilde(w, env)))
 	if abs == "/" {
 		return "the root directory"
 	}

@@ -257,11 +257,37 @@ func (e *Engine) checkBash(src string, env pathEnv) Result {
 		reads, writes []target
 	}
 	parts := make([]part, 0, len(an.cmds))
+	// A cd moves where later relative paths resolve. Scoping (subshells,
+	// functions) is not modelled: later commands are resolved against
+	// every directory the line has moved to, and the original one.
+	dirs := []string{""}
 	for _, c := range an.cmds {
 		p := part{c: c}
-		p.reads, p.writes = e.targets(c, env)
+		seen := map[string]bool{}
+		for _, d := range dirs {
+			de := env
+			de.dir = d
+			r, w := e.targets(c, de)
+			for _, t := range r {
+				if k := strings.Join(t.segs, "/"); !seen["r"+k] {
+					seen["r"+k] = true
+					p.reads = append(p.reads, t)
+				}
+			}
+			for _, t := range w {
+				if k := strings.Join(t.segs, "/") + t.word.Src; !seen["w"+k] {
+					seen["w"+k] = true
+					p.writes = append(p.writes, t)
+				}
+			}
+		}
+		f.env.dir = dirs[len(dirs)-1]
 		f.commandFindings(c, p.reads, p.writes)
+		f.env.dir = ""
 		parts = append(parts, p)
+		if d, ok := cdTarget(c, env, dirs[len(dirs)-1]); ok {
+			dirs = append(dirs, d)
+		}
 	}
 	f.pipelineFindings(an.cmds)
 	if len(src) > MaxCommandLen {
@@ -615,7 +641,7 @@ func (e *Engine) pathRules(rules []Rule, v policy.Verdict, c *Command, env pathE
 		}
 		if r.Tool == "Read" {
 			for _, t := range reads {
-				if e.pathCovers(r, t, env, false) || rec && containsMatch(r.segments(env), t) {
+				if e.pathCovers(r, t, env, false) || rec && containsMatch(r.segments(env), t, env) {
 					return policy.Decision{Verdict: v, Rule: r.Cite,
 						Reason: fmt.Sprintf("%s reads %s, which %s rule %s covers", quoteCmd(c.Text), t.word.Src, v, r.Raw)}, true
 				}
@@ -689,7 +715,7 @@ func (e *Engine) checkPath(req Request, env pathEnv) Result {
 			if r.kind != kindPath || !(r.Tool == "Read" || r.Tool == "Edit" && write) {
 				continue
 			}
-			if e.pathCovers(r, t, env, false) || !write && req.Tool != "Read" && containsMatch(r.segments(env), t) && list.v == policy.Deny {
+			if e.pathCovers(r, t, env, false) || !write && req.Tool != "Read" && containsMatch(r.segments(env), t, env) && list.v == policy.Deny {
 				res.Decision = policy.Decision{Verdict: list.v, Rule: r.Cite, Reason: fmt.Sprintf("%s %s: %s rule %s covers it", req.Tool, p, list.v, r.Raw)}
 				return res
 			}
@@ -805,4 +831,33 @@ func specMatch(r *Rule, req Request) bool {
 		}
 	}
 	return false
+}
+
+// cdTarget returns the directory a cd (or pushd) command moves to:
+// unknownDir when its argument is not known.
+func cdTarget(c *Command, env pathEnv, cur string) (string, bool) {
+	if len(c.Args) == 0 || !c.Args[0].Known() || c.Args[0].Value != "cd" && c.Args[0].Value != "pushd" && c.Args[0].Value != "popd" {
+		return "", false
+	}
+	if c.Args[0].Value == "popd" {
+		return unknownDir, true
+	}
+	var arg *Word
+	for i := range c.Args[1:] {
+		a := &c.Args[1+i]
+		if a.Known() && strings.HasPrefix(a.Value, "-") && a.Value != "-" {
+			continue
+		}
+		arg = a
+		break
+	}
+	if arg == nil {
+		return env.home, true
+	}
+	if !arg.Known() || arg.Value == "-" || cur == unknownDir && !arg.Tilde && !strings.HasPrefix(arg.Value, "/") {
+		return unknownDir, true
+	}
+	de := env
+	de.dir = cur
+	return path.Clean(cleanJoin(de.base(), expandTilde(*arg, env))), true
 }

@@ -13,7 +13,7 @@ var readOnlyProgs = map[string][]string{
 	"tree": {"-o"}, "diff": nil, "cmp": nil, "sort": {"-o", "--output", "--compress-program"}, "cut": nil, "tr": nil, "nl": nil,
 	"column": nil, "jq": nil, "sha256sum": nil, "sha1sum": nil, "md5sum": nil, "cksum": nil, "seq": nil, "cd": nil, "uniq": nil,
 	"nproc": nil, "free": nil, "uptime": nil, "ps": nil, "env": nil, "printenv": nil, "find": {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf", "-fls"},
-	"go": nil, "git": nil,
+	"go": nil, "git": nil, "command": nil,
 }
 
 // readOnlyGit are git subcommands that change nothing.
@@ -42,6 +42,8 @@ func readOnly(args []Word) bool {
 		}
 	}
 	switch name {
+	case "command":
+		return len(args) >= 2 && (args[1].Value == "-v" || args[1].Value == "-V")
 	case "uniq":
 		n := 0
 		for _, a := range args[1:] {

@@ -273,6 +273,21 @@ func parsePathSpec(spec string) (pathRule, error) {
 // and the home directory, both absolute and clean.
 type pathEnv struct {
 	cwd, home string
+	// dir is where relative paths of a command resolve, when a cd earlier
+	// in the command line moved; "" is cwd, unknownDir an unknown place.
+	dir string
+}
+
+// unknownDir is pathEnv.dir after "cd $X": relative paths could be
+// anywhere.
+const unknownDir = "\x00"
+
+// base is the directory relative paths resolve against.
+func (env pathEnv) base() string {
+	if env.dir != "" {
+		return env.dir
+	}
+	return env.cwd
 }
 
 // segments returns the rule as absolute glob segments. anyDepth: a

@@ -551,9 +551,9 @@ var interpreters = map[string][]string{
 	"node": {"-e", "--eval", "-p", "--print"}, "nodejs": {"-e", "--eval", "-p", "--print"},
 	"perl": {"-e", "-E"}, "ruby": {"-e"}, "php": {"-r"}, "lua": {"-e"}, "luajit": {"-e"},
 	"bun": {"-e", "--eval", "-p", "--print"}, "deno": {"eval"}, "Rscript": {"-e"}, "osascript": {"-e"},
-	"pwsh": {"-c", "-command", "-Command", "-encodedcommand", "-EncodedCommand", "-e", "-ec"},
+	"pwsh":       {"-c", "-command", "-Command", "-encodedcommand", "-EncodedCommand", "-e", "-ec"},
 	"powershell": {"-c", "-command", "-Command", "-encodedcommand", "-EncodedCommand", "-e", "-ec"},
-	"tclsh": {}, "wish": {}, "jshell": {}, "irb": {}, "awk": {}, "gawk": {}, "mawk": {}, "nawk": {},
+	"tclsh":      {}, "wish": {}, "jshell": {}, "irb": {}, "awk": {}, "gawk": {}, "mawk": {}, "nawk": {},
 }
 
 func isInterpreter(name string) bool {
@@ -801,6 +801,31 @@ func (w *walker) unwrap(cmd *Command) {
 			if peel(skipOpts(args, 1, optSpec{short: "S", long: []string{"setuid", "setgid", "map-user", "map-group", "propagation", "setgroups"}}), true) {
 				continue
 			}
+		case "devbox", "mise", "uv", "poetry", "pipenv", "bundle", "pnpm", "conda", "pixi", "hatch", "rye", "direnv", "nix":
+			// Tools that run a command in a prepared environment: the
+			// command is judged as if run directly (Claude Code lets
+			// "Bash(devbox run *)" allow anything; moat does not).
+			sub := map[string]string{"devbox": "run", "mise": "exec", "uv": "run", "poetry": "run", "pipenv": "run", "bundle": "exec",
+				"pnpm": "exec", "conda": "run", "pixi": "run", "hatch": "run", "rye": "run", "direnv": "exec", "nix": "develop"}[name]
+			if len(args) < 3 || args[1].Value != sub && !(name == "mise" && args[1].Value == "x") {
+				break
+			}
+			i := -1
+			for j := 2; j < len(args); j++ {
+				if args[j].Value == "--" || name == "nix" && (args[j].Value == "-c" || args[j].Value == "--command") {
+					i = j + 1
+					break
+				}
+			}
+			if i < 0 && name != "mise" && name != "nix" {
+				i = skipOpts(args, 2, optSpec{})
+				if name == "direnv" && i >= 0 {
+					i++ // the directory
+				}
+			}
+			if i >= 0 && peel(i, false) {
+				continue
+			}
 		case "eval":
 			cmd.NoAllow = "eval runs a string as shell code"
 			w.runString(cmd, joinWords(args[1:]), "eval")
@@ -910,7 +935,7 @@ func (w *walker) reparseWord(cmd *Command, payload Word, via string) {
 // ordinary command; no script means the shell reads code from stdin.
 func (w *walker) shell(cmd *Command, name string) {
 	args := cmd.Args
-	i, code := 1, false
+	i, code, stdin := 1, false, false
 	for i < len(args) {
 		v := args[i].Value
 		if !args[i].Known() {
@@ -931,6 +956,9 @@ func (w *walker) shell(cmd *Command, name string) {
 			if strings.IndexByte(v[1:], 'c') >= 0 {
 				code = true
 			}
+			if v[0] == '-' && strings.IndexByte(v[1:], 's') >= 0 {
+				stdin = true
+			}
 			if strings.IndexByte(v[1:], 'o') >= 0 || strings.IndexByte(v[1:], 'O') >= 0 {
 				i++
 			}
@@ -945,7 +973,7 @@ func (w *walker) shell(cmd *Command, name string) {
 		return
 	case code:
 		cmd.NoAllow = name + " -c without code"
-	case i >= len(args):
+	case i >= len(args) || stdin:
 		// Reads its script from standard input: a here-document or
 		// here-string is parsed; a pipe is judged with the pipeline.
 		for _, r := range cmd.Redirs {
