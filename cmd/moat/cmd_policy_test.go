@@ -96,7 +96,9 @@ filesystem:
     - ~/.gnupg  # profile:default
   write:
     - .  # profile:default
-  deny_write: []
+  deny_write:
+    - moat.yaml  # profile:default
+    - moat.json  # profile:default
   tmpfs:
     - /tmp:1g  # profile:default
 credentials: []
@@ -205,6 +207,8 @@ func TestPolicyShowFlags(t *testing.T) {
 			"moat: policy moat.yaml:3: network.allow: locked by locked.yaml:2 (managed); this layer cannot widen it\n"},
 		{"unknown profile", nil, []string{"--profile", "prod", "--managed", "org.yaml"}, exitConfig, nil,
 			"moat: policy --profile: \"prod\": unknown profile; want default, strict or dev\n"},
+		{"empty --managed", nil, []string{"--managed", ""}, exitConfig, nil,
+			"moat: policy --managed: empty path; name the managed policy file\n"},
 		{"argument", nil, []string{"moat.yaml"}, exitUsage, nil,
 			"moat: policy show: unexpected argument \"moat.yaml\"; name the project file with --policy\n"},
 	} {

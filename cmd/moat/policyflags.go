@@ -27,7 +27,12 @@ func (pf *policyFlags) register(fs *flag.FlagSet) {
 	})
 }
 
-// load stacks the layers the flags and the defaults name.
+// load stacks the layers the flags and the defaults name: the project
+// file is --policy (which must exist) or ./moat.yaml if it exists; the
+// managed file --managed, else $MOAT_MANAGED_POLICY (both must exist), else
+// policy.DefaultManagedPath if it exists; the user file --user-policy (which
+// must exist), else $XDG_CONFIG_HOME/moat/policy.yaml or
+// ~/.config/moat/policy.yaml if it exists.
 func (pf *policyFlags) load(e *env) (*policy.Policy, error) {
 	o := policy.LoadOptions{Profile: pf.profile}
 	o.Project, o.ProjectRequired = pf.project, pf.project != ""
@@ -37,6 +42,10 @@ func (pf *policyFlags) load(e *env) (*policy.Policy, error) {
 		}
 	}
 	o.Managed, o.ManagedRequired = pf.managed, pf.managedSet
+	if pf.managedSet && pf.managed == "" {
+		// An empty path would silently drop the organisation's policy.
+		return nil, &policy.Error{Key: "--managed", Msg: "empty path; name the managed policy file"}
+	}
 	if !pf.managedSet {
 		o.Managed = policy.DefaultManagedPath
 		if v := e.getenv("MOAT_MANAGED_POLICY"); v != "" {

@@ -235,3 +235,46 @@ func TestEgressConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestHostRuleMatches(t *testing.T) {
+	for _, tt := range []struct {
+		rule, host string
+		port       uint16
+		want       bool
+	}{
+		{"api.example.com", "API.example.com.", 443, true},
+		{"api.example.com", "api.example.com", 8443, false},
+		{"*.example.com", "a.b.example.com", 80, true},
+		{"*.example.com", "example.com", 443, false},
+		{"example.com:8443", "example.com", 8443, true},
+		{"10.0.0.0/8:5432", "10.1.2.3", 5432, true},
+		{"10.0.0.0/8:5432", "::ffff:10.1.2.3", 5432, true},
+		{"10.0.0.0/8", "10.1.2.3", 5432, false},
+		{"*.example.com", "a.example.com\n", 443, false},
+		{"example.com", "127.1", 443, false},
+	} {
+		r, err := ParseHostRule(tt.rule)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Matches(tt.host, tt.port); got != tt.want {
+			t.Errorf("ParseHostRule(%q).Matches(%q, %d) = %v; want %v", tt.rule, tt.host, tt.port, got, tt.want)
+		}
+	}
+}
+
+// Allowing a canonical name or a public address allocates nothing.
+func TestEgressNoAlloc(t *testing.T) {
+	p := loadEgressPolicy(t)
+	a := netip.MustParseAddr("160.79.104.10")
+	for name, f := range map[string]func(){
+		"Egress exact":       func() { p.Egress("api.anthropic.com", 443) },
+		"Egress wildcard":    func() { p.Egress("api.github.com", 443) },
+		"EgressAddr public":  func() { p.EgressAddr("api.anthropic.com", a, 443) },
+		"EgressAddr private": func() { p.EgressAddr("localhost", netip.MustParseAddr("127.0.0.1"), 3000) },
+	} {
+		if n := testing.AllocsPerRun(100, f); n != 0 {
+			t.Errorf("%s allocates %v times; want 0", name, n)
+		}
+	}
+}
