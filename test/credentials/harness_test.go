@@ -268,6 +268,9 @@ type record struct {
 	Detail     string `json:"detail"`
 }
 
+// Mark returns the number of audit records so far, for WaitRecord.
+func (m *moatProc) Mark() int { return len(m.Records()) }
+
 func (m *moatProc) Records() []record {
 	var rs []record
 	sc := bufio.NewScanner(strings.NewReader(m.AuditText()))
@@ -281,12 +284,14 @@ func (m *moatProc) Records() []record {
 	return rs
 }
 
-// WaitRecord waits up to 5 s for an audit record that match accepts.
-func (m *moatProc) WaitRecord(desc string, match func(record) bool) record {
+// WaitRecord waits up to 5 s for an audit record that match accepts,
+// after the first since records (see Mark).
+func (m *moatProc) WaitRecord(since int, desc string, match func(record) bool) record {
 	m.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		for _, r := range m.Records() {
+		rs := m.Records()
+		for _, r := range rs[min(since, len(rs)):] {
 			if match(r) {
 				return r
 			}

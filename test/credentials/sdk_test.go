@@ -280,7 +280,7 @@ func TestSDKStreamsThroughEndpoint(t *testing.T) {
 	if out != want {
 		t.Errorf("SDK output:\n%s\nwant:\n%s", out, want)
 	}
-	r := s.m.WaitRecord("the streamed request", func(r record) bool { return r.Proto == "reverse" && r.Path == "/v1/messages" })
+	r := s.m.WaitRecord(0, "the streamed request", func(r record) bool { return r.Proto == "reverse" && r.Path == "/v1/messages" })
 	if r.Credential != "anthropic" || r.Status != 200 || r.Decision != "allow" {
 		t.Errorf("audit record: credential %q, status %d, decision %q; want anthropic, 200, allow", r.Credential, r.Status, r.Decision)
 	}
@@ -337,7 +337,7 @@ func TestSDKOverloadedError(t *testing.T) {
 	if got := s.up.Last(t).Header.Get("X-Api-Key"); got != canary {
 		t.Errorf("upstream got x-api-key %q; want the secret moat holds", got)
 	}
-	r := s.m.WaitRecord("the 529", func(r record) bool { return r.Proto == "reverse" && r.Status == 529 })
+	r := s.m.WaitRecord(0, "the 529", func(r record) bool { return r.Proto == "reverse" && r.Status == 529 })
 	if r.Credential != "anthropic" {
 		t.Errorf("audit record for the 529 names credential %q; want anthropic", r.Credential)
 	}
