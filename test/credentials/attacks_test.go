@@ -2,6 +2,8 @@ package credentials
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -24,7 +26,7 @@ import (
 //	opaque  localhost:P     TLS, allowed, listed in svc's hosts but not terminated
 //	plain   localhost:P     plain HTTP; the credential plainsvc's host
 //
-// and a reverse endpoint "other" for other. Every upstream echoes the
+// and reverse endpoints "other" and "api" for those two. Every upstream echoes the
 // credentials it was sent.
 type attackScene struct {
 	m                         *moatProc
@@ -36,7 +38,11 @@ type attackScene struct {
 func newAttackScene(t *testing.T) *attackScene {
 	s := &attackScene{}
 	echoH := http.HandlerFunc(echo)
-	s.api = newUpstream(t, false, echoH)
+	apiMux := http.NewServeMux()
+	apiMux.Handle("/echo", echoH)
+	apiMux.HandleFunc("/echo-gzip", echoGzip)
+	apiMux.HandleFunc("/echo-split", echoSplit)
+	s.api = newUpstream(t, false, apiMux)
 	s.other = newUpstream(t, false, echoH)
 	s.opaque = newUpstream(t, false, echoH)
 	s.plain = newUpstream(t, true, echoH)
@@ -61,7 +67,7 @@ tls:
   intercept: [%q, %q]
   ca: {CA}
 `, api, other, opaque, plain, api, opaque, plain, api, other),
-		endpoints:  []string{"other=https://" + other},
+		endpoints:  []string{"other=https://" + other, "api=https://" + api},
 		upstreamCA: true,
 	})
 	pem, err := os.ReadFile(s.m.Bundle())
@@ -75,6 +81,29 @@ tls:
 	s.ph, s.plainPH = s.m.Placeholder("SVC_TOKEN"), s.m.Placeholder("PLAIN_TOKEN")
 	s.m.AgentEnv() // searched for the secret
 	return s
+}
+
+// echoGzip reflects the Authorization header in a gzip-encoded body,
+// whether or not the client asked for one.
+func echoGzip(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Encoding", "gzip")
+	zw := gzip.NewWriter(w)
+	fmt.Fprintf(zw, "authorization=%s\n", r.Header.Get("Authorization"))
+	zw.Close()
+}
+
+// echoSplit reflects the Authorization header in two flushed writes that
+// split the secret in the middle, as a stream would.
+func echoSplit(w http.ResponseWriter, r *http.Request) {
+	v := "authorization=" + r.Header.Get("Authorization") + "\n"
+	i := strings.Index(v, canary) + len(canary)/2
+	if i < len(canary)/2 {
+		i = len(v) / 2
+	}
+	io.WriteString(w, v[:i])
+	w.(http.Flusher).Flush()
+	time.Sleep(50 * time.Millisecond)
+	io.WriteString(w, v[i:])
 }
 
 // tunnel returns a transport whose every connection is a CONNECT to target
@@ -187,7 +216,7 @@ func readBody(t *testing.T, resp *http.Response) string {
 	var h strings.Builder
 	resp.Header.Write(&h)
 	noCanary(t, "response headers the agent read", h.String())
-	return string(b)
+	return redact(string(b))
 }
 
 func get(rawURL string, hdr ...string) *http.Request {
@@ -492,5 +521,67 @@ func TestCABundleCommand(t *testing.T) {
 				t.Errorf("the bundle given to the agent holds a private key")
 			}
 		})
+	}
+}
+
+// TestReflectedSecretReMasked: the credential's own host reflects the
+// Authorization header it received (a debugging endpoint, an error message
+// that quotes the request). The agent must get the placeholder back, never
+// the secret, however the response is framed.
+//
+// Control: the upstream received the secret each time. Signature: the
+// reflection reads "Bearer <placeholder>", which only moat's re-masking
+// writes (the agent sent no Authorization at all).
+func TestReflectedSecretReMasked(t *testing.T) {
+	s := newAttackScene(t)
+	api := s.api.At("localhost")
+	for _, tt := range []struct{ name, path string }{
+		{"body", "/echo"},
+		{"secret split across two writes", "/echo-split"},
+		{"gzip body the client did not ask for", "/echo-gzip"},
+		{"gzip body the client asked for", "/echo-gzip?accept"},
+	} {
+		for _, via := range []string{"terminated tunnel", "reverse endpoint"} {
+			t.Run(via+", "+tt.name, func(t *testing.T) {
+				var req *http.Request
+				rt := &http.Transport{DisableKeepAlives: true}
+				if via == "reverse endpoint" {
+					req = get(s.m.Endpoints["api"] + tt.path)
+				} else {
+					req = get("https://" + api + tt.path)
+					rt = s.tunnel(api, "localhost", s.bundle, false)
+				}
+				if strings.HasSuffix(tt.path, "?accept") {
+					req.Header.Set("Accept-Encoding", "gzip")
+				}
+				rt.DisableCompression = true // the agent decodes what it gets itself
+				resp, err := rt.RoundTrip(req)
+				if err != nil {
+					t.Fatalf("GET %s: %v", tt.path, err)
+				}
+				raw, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				body := raw
+				if resp.Header.Get("Content-Encoding") == "gzip" {
+					zr, err := gzip.NewReader(bytes.NewReader(raw))
+					if err != nil {
+						t.Fatalf("gzip body: %v", err)
+					}
+					if body, err = io.ReadAll(zr); err != nil {
+						t.Fatalf("gzip body: %v", err)
+					}
+				}
+				if got := s.api.Last(t).Header.Get("Authorization"); got != "Bearer "+canary {
+					t.Fatalf("upstream got Authorization %q; want the injected secret", got)
+				}
+				noCanary(t, "the response body the agent decoded (Content-Encoding "+resp.Header.Get("Content-Encoding")+")", string(body))
+				if want := "authorization=Bearer " + s.ph + "\n"; !strings.HasPrefix(string(body), want) {
+					t.Errorf("the agent read %q; want it to begin %q", redact(string(body)), want)
+				}
+			})
+		}
 	}
 }

@@ -52,9 +52,12 @@ func noCanary(t testing.TB, what, text string) {
 	if strings.Contains(text, canary) {
 		i := strings.Index(text, canary)
 		lo, hi := max(0, i-120), min(len(text), i+len(canary)+40)
-		t.Errorf("the secret leaked into %s: …%s…", what, strings.ReplaceAll(text[lo:hi], canary, "<SECRET>"))
+		t.Errorf("the secret leaked into %s: …%s…", what, redact(text[lo:hi]))
 	}
 }
+
+// redact replaces the secret in s, for failure messages.
+func redact(s string) string { return strings.ReplaceAll(s, canary, "<SECRET>") }
 
 // ---- moat ----
 
@@ -157,7 +160,7 @@ func startMoat(t *testing.T, o moatOpts) *moatProc {
 		env, _ := os.ReadFile(m.envFile)
 		noCanary(t, "the env file", string(env))
 		if t.Failed() {
-			t.Logf("moat %q\n--- stderr ---\n%s--- audit ---\n%s", args, m.Stderr(), m.AuditText())
+			t.Logf("moat %q\n--- stderr ---\n%s--- audit ---\n%s", args, redact(m.Stderr()), redact(m.AuditText()))
 		}
 	})
 	deadline := time.After(10 * time.Second)
@@ -415,7 +418,7 @@ func echo(w http.ResponseWriter, r *http.Request) {
 // ---- clients ----
 
 // runClient runs an agent-side client and returns its standard output and
-// error, both searched for the secret.
+// error, both searched for the secret (and returned with it redacted).
 func runClient(t *testing.T, env []string, dir string, name string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -427,7 +430,7 @@ func runClient(t *testing.T, env []string, dir string, name string, args ...stri
 	err = cmd.Run()
 	noCanary(t, name+"'s standard output", o.String())
 	noCanary(t, name+"'s standard error", e.String())
-	return o.String(), e.String(), err
+	return redact(o.String()), redact(e.String()), err
 }
 
 // credPolicy is a policy with one credential, svc, that sends the secret

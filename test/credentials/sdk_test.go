@@ -219,9 +219,9 @@ func (s *sdkScene) node(t *testing.T, mode string) (<-chan string, func() (strin
 		noCanary(t, "node's standard output", all.String())
 		noCanary(t, "node's standard error", stderr.String())
 		if err != nil {
-			err = fmt.Errorf("%v\nstdout:\n%sstderr:\n%s", err, all.String(), stderr.String())
+			err = fmt.Errorf("%v\nstdout:\n%sstderr:\n%s", err, redact(all.String()), redact(stderr.String()))
 		}
-		return all.String(), err
+		return redact(all.String()), err
 	}
 }
 
