@@ -22,7 +22,6 @@ import (
 
 // Set once by TestMain, read-only afterwards.
 var (
-	inCI    bool   // CI=true: a missing tool fails the test instead of skipping it
 	workDir string // TestMain's temporary directory
 	moatBin string // moat built from this tree
 
@@ -40,7 +39,6 @@ func TestMain(m *testing.M) {
 }
 
 func setup(m *testing.M) int {
-	inCI = os.Getenv("CI") == "true"
 	dir, err := os.MkdirTemp("", "moat-credentials-")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "credentials: %v\n", err)
