@@ -178,7 +178,9 @@ func TestEndpointRefusesForeignPlaceholder(t *testing.T) {
 	if resp.StatusCode != 403 || !strings.HasPrefix(resp.Header.Get(ErrorHeader), "credential-exfiltration") || hit {
 		t.Fatalf("foreign placeholder: %d %q, upstream hit %v; want 403 credential-exfiltration", resp.StatusCode, resp.Header.Get(ErrorHeader), hit)
 	}
-	f.rec.find(t, func(r audit.Record) bool { return r.Rule == "credential-exfiltration" && r.Detail == "attempted exfiltration" })
+	f.rec.find(t, func(r audit.Record) bool {
+		return r.Rule == "credential-exfiltration" && r.Detail == "attempted exfiltration"
+	})
 }
 
 func TestParseEndpoint(t *testing.T) {
