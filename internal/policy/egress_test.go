@@ -48,7 +48,7 @@ var egressTests = []struct {
 	{"bücher.example", 443, Allow, "project.yaml:7 network.allow[3]", `allowed by "xn--bcher-kva.example" in network.allow`},
 	{"xn--bcher-kva.example", 80, Allow, "project.yaml:7 network.allow[3]", `allowed by "xn--bcher-kva.example" in network.allow`},
 	{"XN--BCHER-KVA.EXAMPLE", 80, Allow, "project.yaml:7 network.allow[3]", `allowed by "xn--bcher-kva.example" in network.allow`},
-	{"ｅｘａｍｐｌｅ.com", 8443, Deny, "malformed-host", `"ｅｘａｍｐｌｅ.com": moat cannot normalise the character 'ｅ' (U+FF45); write the name in its ASCII (punycode) form`},
+	{"ｅｘａｍｐｌｅ.com", 8443, Allow, "project.yaml:6 network.allow[2]", `allowed by "example.com:8443" in network.allow`}, // the same name, fullwidth
 	// IP literals: only when an address or prefix entry lists them.
 	{"198.18.0.7", 443, Allow, "project.yaml:8 network.allow[4]", `allowed by "198.18.0.7" in network.allow`},
 	{"198.18.0.7", 22, Deny, "ip-literal", `198.18.0.7:22 is an IP address, which network.allow does not list; connect by name, or add "198.18.0.7:22" to network.allow`},

@@ -36,7 +36,7 @@ host-rules.yaml:21: network.allow[17]: "example.com:0": port must be 1-65535
 host-rules.yaml:22: network.allow[18]: "example.com:99999": port must be 1-65535
 host-rules.yaml:23: network.allow[19]: "10.1.2.3/8": address bits are set beyond the prefix length; write "10.0.0.0/8"
 host-rules.yaml:24: network.allow[20]: "a_b.example.com": invalid character '_' (U+005F) (host names have letters, digits and '-')
-host-rules.yaml:25: network.allow[21]: "ｅｘａｍｐｌｅ.com": moat cannot normalise the character 'ｅ' (U+FF45); write the name in its ASCII (punycode) form
+host-rules.yaml:25: network.allow[21]: "ü-.com": not a valid internationalised name (idna: invalid label "ü-"); write it in its ASCII (punycode) form
 host-rules.yaml:26: network.allow[22]: "` + strings.Repeat("a", 64) + `.com": label "aaaaaaaaaaaaaaaa..." is longer than 63 characters
 host-rules.yaml:29: network.deny[1]: "*.evil..": empty label
 host-rules.yaml:31: network.allow_private[0]: "[::1]x": unexpected "x" after "]"; write "[ADDRESS]:PORT"`},
