@@ -38,7 +38,7 @@ func (pf *policyFlags) load(e *env) (*policy.Policy, error) {
 	o.Project, o.ProjectRequired = pf.project, pf.project != ""
 	if o.Project == "" {
 		if _, err := os.Stat("moat.yaml"); err == nil {
-			o.Project = "moat.yaml"
+			o.Project, o.ProjectFound = "moat.yaml", true
 		}
 	}
 	o.Managed, o.ManagedRequired = pf.managed, pf.managedSet

@@ -30,6 +30,11 @@ type LoadOptions struct {
 	// A missing file is skipped, unless its layer is required (the user
 	// named the file). Other read errors always fail.
 	ManagedRequired, ProjectRequired, UserRequired bool
+
+	// ProjectFound says moat found the project file by itself rather than
+	// the user naming it: it may then not set credentials, audit.file,
+	// tls.ca or filesystem.write (see checkFoundProject).
+	ProjectFound bool
 }
 
 // Load reads the policy files, stacks them on their profile and returns
@@ -59,6 +64,12 @@ func Load(opts LoadOptions) (*Policy, error) {
 		if err != nil {
 			errs = append(errs, asErrors(err)...)
 			continue
+		}
+		if p != nil && l.layer == LayerProject && opts.ProjectFound {
+			if es := checkFoundProject(p); len(es) > 0 {
+				errs = append(errs, es...)
+				continue
+			}
 		}
 		if p != nil {
 			layers = append(layers, p)
