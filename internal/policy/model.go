@@ -143,6 +143,16 @@ type Network struct {
 	Allow        []HostRule
 	Deny         []HostRule
 	AllowPrivate []HostRule // names, IP literals or CIDRs whose private addresses may be dialled
+	// RequestAllow and RequestDeny are "HOST METHOD PATH" rules on the
+	// requests the proxy can see (plain HTTP, reverse endpoints, terminated
+	// TLS); see Policy.Request.
+	RequestAllow []Entry
+	RequestDeny  []Entry
+	// Limits are "HOST N/min" and "HOST SIZE out" entries, counted per
+	// session and per host; see Policy.Limits.
+	Limits []Entry
+
+	compiled *compiledRequests // built on first use; the policy is immutable
 }
 
 // Credential is a secret the proxy adds to requests bound for its hosts.

@@ -550,6 +550,9 @@ func (ps *parser) network(key string, n *yaml.Node) {
 		{"allow", func(k string, v *yaml.Node) { net.Allow = ps.hostRules(k, v, false) }},
 		{"deny", func(k string, v *yaml.Node) { net.Deny = ps.hostRules(k, v, true) }},
 		{"allow_private", func(k string, v *yaml.Node) { net.AllowPrivate = ps.hostRules(k, v, false) }},
+		{"request_allow", func(k string, v *yaml.Node) { net.RequestAllow = ps.entries(k, v, checkRequestRule) }},
+		{"request_deny", func(k string, v *yaml.Node) { net.RequestDeny = ps.entries(k, v, checkRequestRule) }},
+		{"limits", func(k string, v *yaml.Node) { net.Limits = ps.entries(k, v, checkLimit) }},
 	})
 }
 

@@ -12,7 +12,7 @@ import (
 var errorTests = []struct{ file, layer, want string }{
 	{"unknown-key.yaml", LayerProject, `unknown-key.yaml:2: netwrk: unknown key; did you mean "network"?`},
 	{"unknown-nested.yaml", LayerProject, `unknown-nested.yaml:3: network.alow: unknown key; did you mean "allow"?
-unknown-nested.yaml:5: network.colour: unknown key; want mode, allow, deny or allow_private`},
+unknown-nested.yaml:5: network.colour: unknown key; want mode, allow, deny, allow_private, request_allow, request_deny or limits`},
 	{"wrong-type.yaml", LayerProject, `wrong-type.yaml:4: network.allow: expected a list of strings, got a mapping`},
 	{"wrong-type-scalar.yaml", LayerProject, `wrong-type-scalar.yaml:3: network.allow: expected a list of strings, got a string; write ["example.com"]
 wrong-type-scalar.yaml:4: network.deny: expected a list of strings, got a number

@@ -261,7 +261,7 @@ func checkHostname(s string) string {
 var (
 	lockPaths = []string{
 		"profile",
-		"network", "network.mode", "network.allow", "network.allow_private",
+		"network", "network.mode", "network.allow", "network.allow_private", "network.request_allow",
 		"filesystem", "filesystem.read", "filesystem.write", "filesystem.tmpfs", "filesystem.scan",
 		"credentials",
 		"tls", "tls.intercept", "tls.ca", "tls.exclude",
@@ -272,7 +272,7 @@ var (
 		"isolation", "isolation.tier", "isolation.runtime", "isolation.image", "isolation.hostname",
 	}
 	tighteningPaths = []string{
-		"network.deny", "filesystem.deny_read", "filesystem.deny_write",
+		"network.deny", "network.request_deny", "network.limits", "filesystem.deny_read", "filesystem.deny_write",
 		"permissions.ask", "permissions.deny", "isolation.require",
 	}
 )
