@@ -22,7 +22,9 @@ import (
 // host, METHOD an HTTP method or "*", PATH a glob where "*" matches within
 // one segment and "**" any number of segments. Limits are HOST N/min
 // (requests a minute) or HOST SIZE out (bytes sent, request bodies and
-// tunnel uploads), counted per session and per host.
+// tunnel uploads), counted per session and per host. A HOST without a port
+// covers every port, as in network.deny: a restriction must not be
+// stepped around on another port.
 
 // Rule names for request decisions no entry made.
 const (
@@ -97,7 +99,7 @@ func (p *Policy) Request(host string, port uint16, method, escapedPath string) D
 	if len(c.allow) == 0 && len(c.deny) == 0 {
 		return Decision{Verdict: Allow}
 	}
-	covers := func(r *requestRule) bool { return r.any || r.host.Matches(host, port) }
+	covers := func(r *requestRule) bool { return r.any || r.host.coversAnyPort(host, port) }
 	hasRules := false
 	for i := range c.deny {
 		hasRules = hasRules || covers(&c.deny[i])
@@ -149,7 +151,7 @@ func (p *Policy) Request(host string, port uint16, method, escapedPath string) D
 func (p *Policy) Limits(host string, port uint16) []Limit {
 	var out []Limit
 	for _, l := range p.requests().limits {
-		if l.any || l.host.Matches(host, port) {
+		if l.any || l.host.coversAnyPort(host, port) {
 			out = append(out, l.Limit)
 		}
 	}

@@ -30,6 +30,10 @@ func (s *Server) handleConnect(c *clientConn, req *http.Request, start time.Time
 	// below. What names the destination inside the tunnel is the TLS server
 	// name, which checkHello holds to the target.
 	target := net.JoinHostPort(host, strconv.Itoa(int(port)))
+	if r := s.admit(c.session, host, port); r != nil {
+		s.refuseHTTP(c, start, req, r.status, r.Rule, target, r.Reason)
+		return
+	}
 	d, err := s.connect(req.Context(), host, port)
 	if err != nil {
 		var r *refusal
@@ -51,6 +55,7 @@ func (s *Server) handleConnect(c *clientConn, req *http.Request, start time.Time
 		s.intercept(c, d, rec, start)
 		return
 	}
+	s.charge(d, c.session, host, port)
 	s.tunnel(c, d, rec, start)
 }
 

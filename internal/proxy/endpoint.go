@@ -171,6 +171,14 @@ func (h *endpointHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(403, d.Rule, d.Reason)
 		return
 	}
+	if d := s.checkRequestRules(h.host, h.port, r.Method, r.URL.EscapedPath()); !d.Allowed() {
+		refuse(403, d.Rule, d.Reason)
+		return
+	}
+	if rf := s.admit("", h.host, h.port); rf != nil {
+		refuse(rf.status, rf.Rule, rf.Reason)
+		return
+	}
 	out := r.Clone(r.Context())
 	out.URL.Scheme, out.URL.Host = "https", h.ep.Upstream.Host
 	applied, ref := applyCredentials(out, s.Credentials, h.host, h.port, true)
@@ -190,7 +198,7 @@ func (h *endpointHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var up atomic.Int64
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{ReadCloser: r.Body, n: &up}
+		r.Body = &countingBody{ReadCloser: s.chargeBody(r.Body, "", h.host, h.port), n: &up}
 	}
 	cw := &countingWriter{ResponseWriter: w}
 	ctx := context.WithValue(r.Context(), callKey{}, call)

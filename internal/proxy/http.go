@@ -343,8 +343,12 @@ func (s *Server) forward(c *clientConn, req *http.Request, info headerInfo, star
 		s.refuseHTTP(c, start, req, 403, d.Rule, target, d.Reason)
 		return false
 	}
-	if d := s.checkRequestRules(host, port, req.Method, req.URL.Path); !d.Allowed() {
+	if d := s.checkRequestRules(host, port, req.Method, req.URL.EscapedPath()); !d.Allowed() {
 		s.refuseHTTP(c, start, req, 403, d.Rule, target, d.Reason)
+		return false
+	}
+	if r := s.admit(c.session, host, port); r != nil {
+		s.refuseHTTP(c, start, req, r.status, r.Rule, target, r.Reason)
 		return false
 	}
 
@@ -369,7 +373,7 @@ func (s *Server) forward(c *clientConn, req *http.Request, info headerInfo, star
 		mask = newMasker(applied)
 	}
 	if req.Body != nil && req.Body != http.NoBody {
-		out.Body = &countingBody{ReadCloser: req.Body, n: &up}
+		out.Body = &countingBody{ReadCloser: s.chargeBody(req.Body, c.session, host, port), n: &up}
 	}
 	var conn net.Conn
 	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { conn = i.Conn }}

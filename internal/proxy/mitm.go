@@ -146,8 +146,12 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(403, d.Rule, d.Reason)
 		return
 	}
-	if d := s.checkRequestRules(h.host, h.port, r.Method, r.URL.Path); !d.Allowed() {
+	if d := s.checkRequestRules(h.host, h.port, r.Method, r.URL.EscapedPath()); !d.Allowed() {
 		refuse(403, d.Rule, d.Reason)
+		return
+	}
+	if rf := s.admit(h.session, h.host, h.port); rf != nil {
+		refuse(rf.status, rf.Rule, rf.Reason)
 		return
 	}
 
@@ -172,7 +176,7 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var up atomic.Int64
 	if r.Body != nil && r.Body != http.NoBody {
-		out.Body = &countingBody{ReadCloser: r.Body, n: &up}
+		out.Body = &countingBody{ReadCloser: s.chargeBody(r.Body, h.session, h.host, h.port), n: &up}
 	}
 	var conn net.Conn
 	ctx := httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { conn = i.Conn }})

@@ -95,6 +95,7 @@ type Server struct {
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	decider atomic.Pointer[deciderBox]
+	lim     limiter
 
 	mu        sync.Mutex
 	conns     map[net.Conn]struct{}

@@ -228,6 +228,10 @@ func (s *Server) serveSOCKS(c *clientConn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
+	if r := s.admit(c.session, req.host, req.port); r != nil {
+		fail(repNotAllowed, r.Rule, r.Reason)
+		return
+	}
 	d, err := s.connect(context.Background(), req.host, req.port)
 	if err != nil {
 		var r *refusal
@@ -248,5 +252,6 @@ func (s *Server) serveSOCKS(c *clientConn) {
 		d.conn.Close()
 		return
 	}
+	s.charge(d, c.session, req.host, req.port)
 	s.tunnel(c, d, rec, start)
 }
