@@ -238,8 +238,9 @@ func get(rawURL string, hdr ...string) *http.Request {
 // Control: the same request without the placeholder reaches the host (200,
 // counted there, no credential added); the placeholder sent to its own host
 // is swapped for the secret. Signature: 403 with X-Moat-Error
-// credential-exfiltration (or credential-plaintext), an audit record with
-// that rule and detail "attempted exfiltration", and the host's request
+// credential-exfiltration (or credential-plaintext, for the credential's
+// own host over plain http), an audit record with that rule (and, for
+// exfiltration, detail "attempted exfiltration"), and the host's request
 // count unchanged.
 func TestPlaceholderToOtherHostRefused(t *testing.T) {
 	s := newAttackScene(t)
