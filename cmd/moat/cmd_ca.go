@@ -26,12 +26,17 @@ func cmdCA(ctx context.Context, e *env, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	sub, rest := args[0], args[1:]
-	if err := fs.Parse(rest); err != nil {
+	sub := args[0]
+	pos, err := parseInterleaved(fs, args[1:])
+	if err != nil {
 		return exitUsage
 	}
 	if *dir == "" {
 		*dir = proxy.DefaultCADir(e.getenv)
+	}
+	if len(pos) > 0 && sub != "bundle" {
+		fmt.Fprintf(e.stderr, "moat ca %s: unexpected argument %q\n", sub, pos[0])
+		return exitUsage
 	}
 	switch sub {
 	case "init":
@@ -56,7 +61,7 @@ func cmdCA(ctx context.Context, e *env, args []string) int {
 	case "path":
 		fmt.Fprintln(e.stdout, filepath.Join(*dir, "ca.pem"))
 	case "bundle":
-		if fs.NArg() != 1 {
+		if len(pos) != 1 {
 			fmt.Fprintln(e.stderr, "moat ca bundle: name the FILE to write (the system's roots and moat's CA, for SSL_CERT_FILE)")
 			return exitUsage
 		}
@@ -65,7 +70,7 @@ func cmdCA(ctx context.Context, e *env, args []string) int {
 			fmt.Fprintf(e.stderr, "moat: %v\n", err)
 			return exitInternal
 		}
-		if err := os.WriteFile(fs.Arg(0), ca.Bundle(), 0o644); err != nil {
+		if err := os.WriteFile(pos[0], ca.Bundle(), 0o644); err != nil {
 			fmt.Fprintf(e.stderr, "moat: ca bundle: %v\n", err)
 			return exitInternal
 		}

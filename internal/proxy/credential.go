@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -158,6 +161,10 @@ func NewPlaceholder(n int) string {
 	return placeholderPrefix + hex.EncodeToString(b)[:m]
 }
 
+// ruleExfiltration refuses a placeholder bound for a host its credential
+// may not go to; the audit record says "attempted exfiltration".
+const ruleExfiltration = "credential-exfiltration"
+
 // credentialFinding is what scanning a request found.
 type credentialFinding struct {
 	cred  *Credential
@@ -198,7 +205,7 @@ func applyCredentials(req *http.Request, creds []*Credential, host string, port 
 	for _, f := range placeholdersIn(req, creds) {
 		if !f.cred.matches(host, port) {
 			return nil, &refusal{status: 403, host: host, port: port, Decision: policy.Decision{
-				Rule: "credential-exfiltration",
+				Rule: ruleExfiltration,
 				Reason: fmt.Sprintf("the request carries the placeholder of credential %q in its %s; that credential may only go to %s",
 					f.cred.Name, f.where, f.cred.hostList()),
 			}}
@@ -341,3 +348,41 @@ func (m *masker) pending(b []byte) int {
 	}
 	return 0
 }
+
+// decodeForMasking makes a response that carries a credential's echo
+// searchable. The proxy asks for identity encoding, but a server may
+// compress anyway: gzip and deflate bodies are decoded (the agent receives
+// them plain), and any other encoding is refused, since a secret inside it
+// could not be found.
+func decodeForMasking(resp *http.Response) error {
+	enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding")))
+	switch enc {
+	case "", "identity":
+		return nil
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			return fmt.Errorf("response to a request carrying a credential: gzip: %w", err)
+		}
+		resp.Body = readCloser{zr, resp.Body}
+	case "deflate":
+		zr, err := zlib.NewReader(resp.Body)
+		if err != nil {
+			return fmt.Errorf("response to a request carrying a credential: deflate: %w", err)
+		}
+		resp.Body = readCloser{zr, resp.Body}
+	default:
+		return fmt.Errorf("the response to a request carrying a credential is %s-encoded, which moat cannot search for a reflected secret", enc)
+	}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = -1
+	return nil
+}
+
+type readCloser struct {
+	io.Reader
+	c io.Closer
+}
+
+func (r readCloser) Close() error { return r.c.Close() }

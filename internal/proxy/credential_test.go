@@ -3,9 +3,11 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -206,4 +208,53 @@ func TestResolveCredentials(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestCompressedEchoIsMasked(t *testing.T) {
+	ca := newTestCA(t)
+	up := ca.tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/gzip": // compresses although the proxy asked for identity
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			fmt.Fprintf(zw, "echo %s", r.Header.Get("X-Api-Key"))
+			zw.Close()
+		case "/br":
+			w.Header().Set("Content-Encoding", "br")
+			io.WriteString(w, "opaque")
+		}
+	}), "api.test")
+	port := portOf(t, up.URL)
+	cred := testCredential(t, "api.test:"+port)
+	f := newFixture(t, `version: 1
+network:
+  allow: ["api.test:`+port+`"]
+  allow_private: ["api.test"]
+`, map[string]string{"api.test": "127.0.0.1"}, func(s *Server) {
+		s.Credentials = []*Credential{cred}
+		s.UpstreamTLS = &tls.Config{RootCAs: ca.pool}
+	})
+	get := func(path string) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", "https://api.test:"+port+path, nil)
+		c, err := net.Dial("tcp", f.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		req.WriteProxy(c)
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, readBody(t, resp)
+	}
+	resp, body := get("/gzip")
+	if resp.StatusCode != 200 || body != "echo "+cred.Placeholder || resp.Header.Get("Content-Encoding") != "" {
+		t.Errorf("gzip echo: %d %q (Content-Encoding %q); want the decoded body with the placeholder", resp.StatusCode, body, resp.Header.Get("Content-Encoding"))
+	}
+	resp, body = get("/br")
+	if resp.StatusCode != 502 || !strings.HasPrefix(resp.Header.Get(ErrorHeader), "unmaskable-response") || strings.Contains(body, "opaque") {
+		t.Errorf("br response: %d %q; want 502 unmaskable-response", resp.StatusCode, resp.Header.Get(ErrorHeader))
+	}
+	f.rec.find(t, func(r audit.Record) bool { return r.Rule == "unmaskable-response" })
 }

@@ -72,6 +72,9 @@ func (s *Server) ServeEndpoint(l net.Listener, ep Endpoint) error {
 			resp.Header.Del(ErrorHeader)
 			if call, ok := resp.Request.Context().Value(callKey{}).(*endpointCall); ok && call.mask != nil {
 				m := call.mask
+				if err := decodeForMasking(resp); err != nil {
+					return &refusal{status: 502, host: host, port: port, Decision: policy.Decision{Rule: "unmaskable-response", Reason: err.Error()}}
+				}
 				m.header(resp.Header)
 				resp.Body = &maskingBody{rc: resp.Body, sm: &streamMasker{m: m}}
 				if !m.sameLength() {

@@ -243,6 +243,9 @@ func (s *Server) refuseHTTP(c *clientConn, start time.Time, req *http.Request, s
 	if status >= 500 {
 		rec.Decision = "allow" // the policy allowed it; the upstream failed
 	}
+	if rule == ruleExfiltration {
+		rec.Detail = "attempted exfiltration"
+	}
 	rec.Duration = ms(time.Since(start))
 	s.record(rec)
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -405,6 +408,12 @@ func (s *Server) forward(c *clientConn, req *http.Request, info headerInfo, star
 	keep := !req.Close && !resp.Close
 	bw := bufio.NewWriterSize(c.Conn, 4096)
 	rec.Credential = credentialNames(applied)
+	if mask != nil {
+		if err := decodeForMasking(resp); err != nil {
+			s.refuseHTTP(c, start, req, 502, "unmaskable-response", target, err.Error())
+			return false
+		}
+	}
 	down, werr := writeResponse(bw, resp, req.Method, !keep, mask)
 	rec.BytesUp, rec.BytesDown = up.Load(), down
 	rec.Duration = ms(time.Since(start))

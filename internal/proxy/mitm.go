@@ -199,6 +199,12 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.Addr = cc.addr.String()
 		rec.Rule, rec.Reason, rec.WouldDeny = cc.decision.Rule, cc.decision.Reason, cc.decision.WouldDeny
 	}
+	if mask != nil {
+		if err := decodeForMasking(resp); err != nil {
+			refuse(502, "unmaskable-response", err.Error())
+			return
+		}
+	}
 	down, _ := copyResponse(w, resp, mask)
 	rec.Status, rec.BytesUp, rec.BytesDown = resp.StatusCode, up.Load(), down
 	rec.Duration = ms(time.Since(start))
