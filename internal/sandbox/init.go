@@ -48,6 +48,7 @@ const (
 // pid1 is the sandbox's init: the stages "mounts", "network" and "start",
 // then a reaper that forwards signals and exits with the command's status.
 func pid1() {
+	unix.CloseOnExec(ctlFD)
 	typ, body, fds, err := recvMsg(ctlFD)
 	if err != nil || typ != msgSpec {
 		os.Exit(125)
@@ -79,7 +80,22 @@ func pid1() {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGTSTP)
 
-	pid, err := startLastStage(&cfg)
+	var stdio *os.File
+	if cfg.Spec.TTY {
+		master, slave, err := openPTY(cfg.Winsize)
+		if err != nil {
+			failInit("tty", err, 125)
+		}
+		if err := sendMsg(ctlFD, msgPTY, nil, master); err != nil {
+			failInit("tty", err, 125)
+		}
+		unix.Close(master)
+		stdio = os.NewFile(uintptr(slave), "pty")
+	}
+	pid, err := startLastStage(&cfg, stdio)
+	if stdio != nil {
+		stdio.Close()
+	}
 	if err != nil {
 		var se *StageError
 		if errors.As(err, &se) {
@@ -135,7 +151,7 @@ func failInit(stage string, err error, code int) {
 // startLastStage starts the moat binary again as the last stage, with the
 // config on a pipe, and waits until it has executed the command (its
 // failure pipe closes) or reported a failure.
-func startLastStage(cfg *initConfig) (int, error) {
+func startLastStage(cfg *initConfig, stdio *os.File) (int, error) {
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -155,6 +171,9 @@ func startLastStage(cfg *initConfig) (int, error) {
 		// Its own session: no controlling terminal of moat's, so TIOCSTI
 		// cannot reach the user's terminal; with a TTY, the new one.
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Setctty: cfg.Spec.TTY, Ctty: 0},
+	}
+	if stdio != nil {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio, stdio, stdio
 	}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start the last stage: %w", err)

@@ -12,6 +12,7 @@ import (
 // child). One message a packet; its first byte is its type:
 //
 //	parent → init  'S' initConfig (JSON), with the idmapped mount fds
+//	init → parent  'T' with one fd: the master of the command's new pty
 //	init → parent  'O' the command started
 //	init → parent  'F' stageFailure (JSON): a stage failed; init exits
 //	init → parent  'E' an egress connection is wanted
@@ -25,15 +26,16 @@ const (
 	msgFail    = 'F'
 	msgEgress  = 'E'
 	msgConn    = 'C'
+	msgPTY     = 'T'
 	maxMsgSize = 4 << 20
 )
 
 // initConfig is what the parent sends PID 1 and PID 1 passes on.
 type initConfig struct {
 	Spec     Spec
-	Rlimits  bool  // no cgroups: the last stage sets rlimits instead
-	IDMapped []int // indexes into Spec.Write of the mount fds sent along, in order
-	Verbose  bool
+	Rlimits  bool          // no cgroups: the last stage sets rlimits instead
+	IDMapped []int         // indexes into Spec.Write of the mount fds sent along, in order
+	Winsize  *unix.Winsize // with Spec.TTY: the size of the user's terminal
 }
 
 type stageFailure struct {

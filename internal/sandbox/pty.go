@@ -15,11 +15,11 @@ import (
 // the command gets the slave as its controlling terminal. Nothing inside
 // can reach the user's own terminal (TIOCSTI included).
 type ttyRelay struct {
-	master, slave *os.File
-	in, out       *os.File
-	saved         *unix.Termios
-	winch         chan os.Signal
-	outDone       chan struct{}
+	master  *os.File // nil until PID 1 sends it
+	in, out *os.File
+	saved   *unix.Termios
+	winch   chan os.Signal
+	outDone chan struct{}
 }
 
 // IsTerminal reports whether f is a terminal.
@@ -29,35 +29,57 @@ func IsTerminal(f *os.File) bool {
 }
 
 func newTTY(in, out *os.File) (*ttyRelay, error) {
-	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open /dev/ptmx: %w", err)
-	}
-	if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0); err != nil {
-		unix.Close(mfd)
-		return nil, fmt.Errorf("unlock the pty: %w", err)
-	}
-	sfd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(mfd), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY)
-	if errno != 0 {
-		unix.Close(mfd)
-		return nil, fmt.Errorf("open the pty's slave: %w", errno)
-	}
 	t := &ttyRelay{in: in, out: out, outDone: make(chan struct{})}
-	t.slave = os.NewFile(sfd, "pty-slave")
-	if ws, err := unix.IoctlGetWinsize(int(in.Fd()), unix.TIOCGWINSZ); err == nil {
-		unix.IoctlSetWinsize(mfd, unix.TIOCSWINSZ, ws)
-	} else if ws, err := unix.IoctlGetWinsize(int(out.Fd()), unix.TIOCGWINSZ); err == nil {
-		unix.IoctlSetWinsize(mfd, unix.TIOCSWINSZ, ws)
-	}
-	unix.SetNonblock(mfd, true) // so the relay's reads go through the poller and can end
-	t.master = os.NewFile(uintptr(mfd), "pty-master")
 	return t, nil
+}
+
+// winsize is the user's terminal's size, for the new pty.
+func (t *ttyRelay) winsize() *unix.Winsize {
+	if ws, err := unix.IoctlGetWinsize(int(t.in.Fd()), unix.TIOCGWINSZ); err == nil {
+		return ws
+	}
+	if ws, err := unix.IoctlGetWinsize(int(t.out.Fd()), unix.TIOCGWINSZ); err == nil {
+		return ws
+	}
+	return nil
+}
+
+// attach takes the master PID 1 made in the sandbox's own devpts (so the
+// command's terminal is /dev/pts/0 there, and ttyname works).
+func (t *ttyRelay) attach(fd int) {
+	unix.SetNonblock(fd, true) // so the relay's reads go through the poller and can end
+	t.master = os.NewFile(uintptr(fd), "pty-master")
+}
+
+// openPTY makes a pseudo-terminal in the current /dev/pts (PID 1 calls it
+// after the pivot) with the given size.
+func openPTY(ws *unix.Winsize) (master, slave int, err error) {
+	master, err = unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, fmt.Errorf("open /dev/ptmx: %w", err)
+	}
+	if err := unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0); err != nil {
+		unix.Close(master)
+		return -1, -1, fmt.Errorf("unlock the pty: %w", err)
+	}
+	sfd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(master), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if errno != 0 {
+		unix.Close(master)
+		return -1, -1, fmt.Errorf("open the pty's slave: %w", errno)
+	}
+	if ws != nil {
+		unix.IoctlSetWinsize(master, unix.TIOCSWINSZ, ws)
+	}
+	return master, int(sfd), nil
 }
 
 // start puts the user's terminal in raw mode and relays both ways; window
 // size changes (SIGWINCH) are copied to the pty, whose kernel side signals
 // the command.
 func (t *ttyRelay) start() {
+	if t.master == nil {
+		return
+	}
 	if tio, err := unix.IoctlGetTermios(int(t.in.Fd()), unix.TCGETS); err == nil {
 		saved := *tio
 		t.saved = &saved
@@ -104,6 +126,7 @@ func (t *ttyRelay) close() {
 		unix.IoctlSetTermios(int(t.in.Fd()), unix.TCSETS, t.saved)
 		t.saved = nil
 	}
-	t.master.Close()
-	t.slave.Close()
+	if t.master != nil {
+		t.master.Close()
+	}
 }

@@ -95,6 +95,13 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 		}
 	}()
 
+	if o.ForwardSignals {
+		// Registered before the command exists, so a signal that arrives
+		// while it starts is held and forwarded, not lost.
+		sb.sigs = make(chan os.Signal, 8)
+		signal.Notify(sb.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	}
+
 	uid, gid := os.Getuid(), os.Getgid()
 	hostUID, hostGID, inUID, inGID := uid, gid, uid, gid
 	if uid == 0 {
@@ -107,7 +114,13 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("tty: %w", err)
 		}
-		stdin, stdout, stderr = sb.tty.slave, sb.tty.slave, sb.tty.slave
+		// PID 1 makes the pty; it gets no terminal of moat's itself.
+		devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		if err != nil {
+			return nil, err
+		}
+		defer devnull.Close()
+		stdin, stdout, stderr = devnull, devnull, devnull
 		s.TTY = true
 	}
 
@@ -161,13 +174,13 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 		return nil, &StageError{Stage: "namespaces", Err: namespaceError(err), Code: 125}
 	}
 	child.Close()
-	if sb.tty != nil {
-		sb.tty.slave.Close()
-	}
 	pid := sb.cmd.Process.Pid
 
 	// Resources: cgroups before the child does anything, else rlimits.
 	cfg := initConfig{Spec: *s}
+	if sb.tty != nil {
+		cfg.Winsize = sb.tty.winsize()
+	}
 	sb.cg, sb.Resources, err = setupResources(pid, s.Resources, s.Require)
 	if err != nil {
 		return nil, &StageError{Stage: "cgroups", Err: err, Code: 125}
@@ -193,8 +206,13 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 		return nil, &StageError{Stage: "start", Err: fmt.Errorf("send the spec to the sandbox: %w", err), Code: 125}
 	}
 
-	// The first reply says whether the command started.
-	typ, body, _, err := recvMsg(sb.ctl)
+	// The first reply says whether the command started; with a TTY, the
+	// pty's master comes first.
+	typ, body, rfds, err := recvMsg(sb.ctl)
+	if err == nil && typ == msgPTY && len(rfds) == 1 && sb.tty != nil {
+		sb.tty.attach(rfds[0])
+		typ, body, _, err = recvMsg(sb.ctl)
+	}
 	switch {
 	case err != nil:
 		return nil, &StageError{Stage: "start", Err: fmt.Errorf("the sandbox's init exited before the command started (%v)", sb.exitText()), Code: 125}
@@ -215,9 +233,7 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	if sb.tty != nil {
 		sb.tty.start()
 	}
-	if o.ForwardSignals {
-		sb.sigs = make(chan os.Signal, 8)
-		signal.Notify(sb.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	if sb.sigs != nil {
 		go func() {
 			for sig := range sb.sigs {
 				sb.Signal(sig)
