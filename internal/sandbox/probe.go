@@ -148,3 +148,22 @@ func (h *Host) check(s *Spec) (notes []string, err error) {
 	}
 	return notes, errors.Join(errs...)
 }
+
+// TryUserNamespace starts a helper in a new user namespace (with the
+// mapping moat run uses) and reports why that failed, or nil.
+func TryUserNamespace(exe string) error {
+	if exe == "" {
+		exe = "/proc/self/exe"
+	}
+	uid, gid := os.Getuid(), os.Getgid()
+	hostUID, hostGID, inUID, inGID := uid, gid, uid, gid
+	if uid == 0 {
+		hostUID, hostGID, inUID, inGID = NobodyID, NobodyID, agentID, agentID
+	}
+	fd, err := mappingNamespace(exe, inUID, inGID, hostUID, hostGID)
+	if err != nil {
+		return namespaceError(errors.Unwrap(err))
+	}
+	unix.Close(fd)
+	return nil
+}
