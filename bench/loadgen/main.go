@@ -108,7 +108,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	tunnels := fs.String("tunnels", "1000,10000", "comma-separated counts of idle tunnels at which to measure memory")
 	fs.StringVar(&o.command, "command", "", "the command line to print in the report (bench/run.sh passes its own)")
 	fs.BoolVar(&o.keep, "keep", false, "keep each proxy's configuration and logs in its temporary directory")
-	fs.DurationVar(&o.timeout, "timeout", 40*time.Minute, "stop the whole run after this long")
+	fs.DurationVar(&o.timeout, "timeout", 0, "stop the whole run after this long (default: twice the longest the settings can take)")
 	fs.DurationVar(&o.quietBudget, "quiet-budget", 10*time.Minute, "the longest to wait in all for a quiet machine before cells (0: never wait)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -127,7 +127,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			"bulk-mib":     func() { *bulk = 64 },
 			"bulk-limit":   func() { o.BulkLimit = 2 * time.Second },
 			"tunnels":      func() { *tunnels = "100,500" },
-			"timeout":      func() { o.timeout = 3 * time.Minute },
 			"quiet-budget": func() { o.quietBudget = 20 * time.Second },
 		} {
 			if !set[name] {
@@ -136,6 +135,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 	}
 	o.BulkBytes = *bulk * mib
+	if o.timeout == 0 {
+		// Every cell may run maxAttempts times; add the quiet waits, and
+		// start-up and the memory phase's few minutes.
+		cells := time.Duration(o.Rounds * 5 * 4 * maxAttempts)
+		o.timeout = 2 * (cells*(o.Warmup+max(o.Duration, o.BulkLimit)) + o.quietBudget + 5*time.Minute)
+	}
 	for _, f := range strings.Split(*tunnels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
