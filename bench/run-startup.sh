@@ -42,7 +42,7 @@ fi
 hyperfine -N --warmup 3 --runs "$runs" --export-markdown "$work/startup.md" "${cmds[@]}" >&2
 
 # File I/O: open, fstat and close one file 100,000 times.
-cat >"$work/io.py" <<'PY'
+cat >"$work/ws/io.py" <<'PY'
 import os
 p = os.path.join(os.getcwd(), "io-target")
 open(p, "w").close()
@@ -50,15 +50,15 @@ for _ in range(100000):
     fd = os.open(p, os.O_RDONLY); os.fstat(fd); os.close(fd)
 PY
 hyperfine -N --warmup 2 --runs "$runs" --export-markdown "$work/io.md" \
-	-n "file I/O loop, bare" "python3 $work/io.py" \
-	-n "file I/O loop, in moat run" "$moat python3 $work/io.py" >&2
+	-n "file I/O loop, bare" "python3 io.py" \
+	-n "file I/O loop, in moat run" "$moat python3 io.py" >&2
 
 out="$OLDPWD/bench/RESULTS-run.md"
 {
 	echo "# moat run: start-up and file-I/O overhead"
 	echo
 	echo "Measured by \`bench/run-startup.sh\` on $(uname -r), $(nproc) cores, $(date -u +%Y-%m-%d); hyperfine -N, $runs runs, 3 warm-ups."
-	echo "moat runs the default profile (cgroups when root: each run creates and removes them)."
+	echo "moat runs the default profile (cgroups when root: each run creates and removes them). Load average at the end: $(cut -d" " -f1-3 /proc/loadavg) (other benchmarks shared the machine when this was taken: compare ratios within one run only)."
 	echo
 	echo "## Start-up: \`CMD true\`"
 	echo
