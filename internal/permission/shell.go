@@ -535,7 +535,8 @@ func skipOpts(args []Word, i int, o optSpec) int {
 			return i
 		}
 	}
-	return i
+	// An option missing its value leaves i past the end.
+	return min(i, len(args))
 }
 
 // hasShortFlag reports whether an option word sets the short flag c.
@@ -939,6 +940,9 @@ func (w *walker) shell(cmd *Command, name string) {
 	for i < len(args) {
 		v := args[i].Value
 		if !args[i].Known() {
+			break
+		}
+		if v == "" {
 			break
 		}
 		if v == "--" || v == "-" {
