@@ -56,5 +56,5 @@ try "GET the allowed host via proxy"  curl -sSf -m 10 --noproxy "" http://localh
 try "GET example.com (not allowed)"   curl -sSf -m 10 https://example.com/
 try "GET it directly, ignoring proxy" curl -sSf -m 10 --noproxy "*" http://127.0.0.1:'"$port"'/
 try "resolve a name (no DNS inside)"  getent hosts example.com
-try "list processes (the host's are hidden)" sh -c "echo \$(ls /proc | grep -c ^[0-9]) processes visible"
+try "list processes (host ones are hidden)" sh -c "echo \$(ls /proc | grep -c ^[0-9]) processes visible"
 '
