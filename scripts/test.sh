@@ -32,6 +32,7 @@ if [ -x bench/run.sh ]; then
 	bench/run.sh --quick --out "$(mktemp -d)"
 fi
 
-echo "== README demo"
+echo "== README demos"
+scripts/demo-run.sh
 scripts/demo.sh
 echo "== all tests passed"
