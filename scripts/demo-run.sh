@@ -6,9 +6,17 @@
 # the proxy, and be refused another domain. moat's summary follows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for t in go curl python3; do
-	command -v "$t" >/dev/null 2>&1 || { echo "demo-run: $t is missing; install it first" >&2; exit 1; }
-done
+missing=()
+for t in go curl python3; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		pkgs=("${missing[@]/go/golang-go}")
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq "${pkgs[@]}" >/dev/null
+	else
+		echo "demo-run: missing ${missing[*]}; install them first" >&2
+		exit 1
+	fi
+fi
 
 work=$(mktemp -d)
 server=""
