@@ -79,6 +79,10 @@ network:
   deny:
     - "*.evil.example"  # managed.yaml:5 (managed)
   allow_private: []
+  request_allow: []
+  request_deny: []
+  limits: []
+  endpoints: []
 filesystem:
   read: []
   deny_read:
@@ -206,7 +210,7 @@ func TestPolicyShowFlags(t *testing.T) {
 		{"lock", nil, []string{"--managed", "locked.yaml"}, exitConfig, nil,
 			"moat: policy moat.yaml:3: network.allow: locked by locked.yaml:2 (managed); this layer cannot widen it\n"},
 		{"unknown profile", nil, []string{"--profile", "prod", "--managed", "org.yaml"}, exitConfig, nil,
-			"moat: policy --profile: \"prod\": unknown profile; want default, strict or dev\n"},
+			"moat: policy --profile: \"prod\": unknown profile; want default, strict, dev or claude\n"},
 		{"empty --managed", nil, []string{"--managed", ""}, exitConfig, nil,
 			"moat: policy --managed: empty path; name the managed policy file\n"},
 		{"argument", nil, []string{"moat.yaml"}, exitUsage, nil,

@@ -295,6 +295,7 @@ func merge(base *Policy, chooser Origin, layers []*Policy) (*Policy, error) {
 			}
 		}
 	}
+	out.Network.Endpoints = endpointsByName(out.Network.Endpoints) // one a name, the highest layer's
 	// process.env: one entry a variable, the highest layer's.
 	seenEnv := map[string]bool{}
 	for _, l := range order {

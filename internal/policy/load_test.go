@@ -108,7 +108,7 @@ project-locked.yaml:13: permissions.default_mode: locked by managed-profile.yaml
 			`broken.yaml:2: netwrk: unknown key; did you mean "network"?
 ../errors/bad-version.yaml:1: version: "2": unsupported version; write "version: 1"`},
 		{"unknown flag profile", LoadOptions{Profile: "prod"},
-			`--profile: "prod": unknown profile; want default, strict or dev`},
+			`--profile: "prod": unknown profile; want default, strict, dev or claude`},
 		{"misspelt flag profile", LoadOptions{Profile: "stict"},
 			`--profile: "stict": unknown profile; did you mean "strict"?`},
 		{"missing project", LoadOptions{Project: "nope.yaml", ProjectRequired: true}, `nope.yaml: cannot read: no such file`},

@@ -151,6 +151,9 @@ type Network struct {
 	// Limits are "HOST N/min" and "HOST SIZE out" entries, counted per
 	// session and per host; see Policy.Limits.
 	Limits []Entry
+	// Endpoints are reverse endpoints, "NAME=https://host[/base]@127.0.0.1:PORT"
+	// entries, one a name (the highest layer's); see Policy.Endpoints.
+	Endpoints []Entry
 
 	compiled *compiledRequests // built on first use; the policy is immutable
 }

@@ -553,6 +553,7 @@ func (ps *parser) network(key string, n *yaml.Node) {
 		{"request_allow", func(k string, v *yaml.Node) { net.RequestAllow = ps.entries(k, v, checkRequestRule) }},
 		{"request_deny", func(k string, v *yaml.Node) { net.RequestDeny = ps.entries(k, v, checkRequestRule) }},
 		{"limits", func(k string, v *yaml.Node) { net.Limits = ps.entries(k, v, checkLimit) }},
+		{"endpoints", func(k string, v *yaml.Node) { net.Endpoints = ps.endpoints(k, v) }},
 	})
 }
 

@@ -12,7 +12,7 @@ import (
 var errorTests = []struct{ file, layer, want string }{
 	{"unknown-key.yaml", LayerProject, `unknown-key.yaml:2: netwrk: unknown key; did you mean "network"?`},
 	{"unknown-nested.yaml", LayerProject, `unknown-nested.yaml:3: network.alow: unknown key; did you mean "allow"?
-unknown-nested.yaml:5: network.colour: unknown key; want mode, allow, deny, allow_private, request_allow, request_deny or limits`},
+unknown-nested.yaml:5: network.colour: unknown key; want mode, allow, deny, allow_private, request_allow, request_deny, limits or endpoints`},
 	{"wrong-type.yaml", LayerProject, `wrong-type.yaml:4: network.allow: expected a list of strings, got a mapping`},
 	{"wrong-type-scalar.yaml", LayerProject, `wrong-type-scalar.yaml:3: network.allow: expected a list of strings, got a string; write ["example.com"]
 wrong-type-scalar.yaml:4: network.deny: expected a list of strings, got a number
@@ -56,7 +56,7 @@ alias.yaml:4: network.allow_private: YAML aliases (*hosts) are not allowed; writ
 	{"lock-in-project.yaml", LayerProject, `lock-in-project.yaml:2: lock: only the managed policy may lock keys; remove it from this file`},
 	{"lock-in-project.yaml", LayerUser, `lock-in-project.yaml:2: lock: only the managed policy may lock keys; remove it from this file`},
 	{"top-list.yaml", LayerProject, `top-list.yaml:1: expected a mapping of keys (version, network, ...), got a list`},
-	{"enums.yaml", LayerProject, `enums.yaml:2: profile: "production": unknown profile; want default, strict or dev
+	{"enums.yaml", LayerProject, `enums.yaml:2: profile: "production": unknown profile; want default, strict, dev or claude
 enums.yaml:4: network.mode: "enforcing": unknown mode; did you mean "enforce"?
 enums.yaml:6: filesystem.scan: "on": unknown scan mode; want off, warn or block
 enums.yaml:8: permissions.default_mode: "prompt": unknown mode; want ask, deny or allow

@@ -12,7 +12,7 @@ var profileFiles embed.FS
 // names one.
 const DefaultProfile = "default"
 
-var profileNames = []string{"default", "strict", "dev"}
+var profileNames = []string{"default", "strict", "dev", "claude"}
 
 // ProfileNames returns the names of the built-in profiles.
 func ProfileNames() []string { return append([]string(nil), profileNames...) }
@@ -28,6 +28,11 @@ func ProfileNames() []string { return append([]string(nil), profileNames...) }
 //     Landlock and seccomp required.
 //   - dev: default, plus the common package registries, GitHub and the
 //     Anthropic API in network.allow.
+//   - claude: default, set up for Claude Code: a reverse endpoint for the
+//     Anthropic API on 127.0.0.1:8080 with the anthropic credential (the
+//     key stays outside), Claude Code's state in a private directory of
+//     moat's, the user's own ~/.claude and ~/.claude.json masked, and
+//     non-essential traffic switched off.
 //
 // Each call returns a new Policy. The profiles are YAML files parsed like
 // any other, so their entries cite "profile:NAME network.allow[0]".

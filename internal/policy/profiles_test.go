@@ -112,15 +112,15 @@ func TestBuiltinDev(t *testing.T) {
 
 func TestBuiltinUnknown(t *testing.T) {
 	for name, want := range map[string]string{
-		"prod":    `"prod": unknown profile; want default, strict or dev`,
+		"prod":    `"prod": unknown profile; want default, strict, dev or claude`,
 		"Default": `"Default": unknown profile; did you mean "default"?`,
-		"":        `"": unknown profile; want default, strict or dev`,
+		"":        `"": unknown profile; want default, strict, dev or claude`,
 	} {
 		if p, err := Builtin(name); err == nil || err.Error() != want {
 			t.Errorf("Builtin(%q) = %v, %v; want error %s", name, p != nil, err, want)
 		}
 	}
-	if got := ProfileNames(); !slices.Equal(got, []string{"default", "strict", "dev"}) {
+	if got := ProfileNames(); !slices.Equal(got, []string{"default", "strict", "dev", "claude"}) {
 		t.Errorf("ProfileNames() = %q", got)
 	}
 }

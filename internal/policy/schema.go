@@ -21,6 +21,7 @@ var schema = []fieldDef{
 	{path: "network.request_allow", entries: func(p *Policy) *[]Entry { return &p.Network.RequestAllow }},
 	{path: "network.request_deny", entries: func(p *Policy) *[]Entry { return &p.Network.RequestDeny }},
 	{path: "network.limits", entries: func(p *Policy) *[]Entry { return &p.Network.Limits }},
+	{path: "network.endpoints", entries: func(p *Policy) *[]Entry { return &p.Network.Endpoints }},
 	{path: "filesystem.read", entries: func(p *Policy) *[]Entry { return &p.Filesystem.Read }},
 	{path: "filesystem.deny_read", entries: func(p *Policy) *[]Entry { return &p.Filesystem.DenyRead }},
 	{path: "filesystem.write", entries: func(p *Policy) *[]Entry { return &p.Filesystem.Write }},

@@ -11,7 +11,10 @@ package policy
 //   - audit.file and tls.ca: moat writes there, so a hostile file could make
 //     it append to ~/.bashrc or create keys where the file's author reads;
 //   - filesystem.write: a hostile file could make the user's home writable
-//     to the agent.
+//     to the agent;
+//   - network.endpoints: an endpoint decides which server answers the
+//     agent's model requests (a hostile one steers the agent), and may
+//     redefine one the user's profile declares.
 //
 // The user moves such entries to their own policy file, or names the
 // project file on the command line, which vouches for it.
@@ -35,6 +38,9 @@ func checkFoundProject(p *Policy) Errors {
 	}
 	for _, w := range p.Filesystem.Write {
 		refuse(w.Origin, w.Origin.Key, "filesystem.write")
+	}
+	for _, e := range p.Network.Endpoints {
+		refuse(e.Origin, e.Origin.Key, "network.endpoints")
 	}
 	return errs
 }

@@ -261,7 +261,7 @@ func checkHostname(s string) string {
 var (
 	lockPaths = []string{
 		"profile",
-		"network", "network.mode", "network.allow", "network.allow_private", "network.request_allow",
+		"network", "network.mode", "network.allow", "network.allow_private", "network.request_allow", "network.endpoints",
 		"filesystem", "filesystem.read", "filesystem.write", "filesystem.tmpfs", "filesystem.scan",
 		"credentials",
 		"tls", "tls.intercept", "tls.ca", "tls.exclude",
