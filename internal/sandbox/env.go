@@ -10,8 +10,9 @@ import (
 )
 
 // buildEnv is the command's environment: the DefaultEnv names and LC_*
-// from moat's environment, process.env (NAME=VALUE set, NAME passed
-// through), and the proxy variables. Nothing else of moat's environment
+// from moat's environment, process.env (NAME=VALUE set, with a leading
+// "~/" expanded; NAME passed through), the credentials' placeholders, and
+// the proxy variables. Nothing else of moat's environment
 // passes, so secrets in it stay outside.
 func buildEnv(pol *policy.Policy, o CompileOptions) []string {
 	host := map[string]string{}
@@ -36,9 +37,14 @@ func buildEnv(pol *policy.Policy, o CompileOptions) []string {
 	}
 	for _, e := range pol.Process.Env {
 		if k, v, ok := strings.Cut(e.Value, "="); ok {
-			env[k] = v
+			env[k] = expandHome(v, o.Home)
 		} else if v, ok := host[e.Value]; ok {
 			env[e.Value] = v
+		}
+	}
+	for _, kv := range o.Placeholders {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
 		}
 	}
 	if o.Egress {
@@ -57,6 +63,21 @@ func buildEnv(pol *policy.Policy, o CompileOptions) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// expandHome expands a leading "~/" (or a lone "~") of a process.env value
+// to the home directory, as a shell does in an assignment; other values
+// are kept as written.
+func expandHome(v, home string) string {
+	switch {
+	case home == "":
+		return v
+	case v == "~":
+		return home
+	case strings.HasPrefix(v, "~/"):
+		return strings.TrimSuffix(home, "/") + v[1:]
+	}
+	return v
 }
 
 var proxyNames = []string{"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "GRPC_PROXY", "FTP_PROXY"}

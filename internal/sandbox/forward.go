@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,11 +20,19 @@ import (
 type forwarder struct {
 	ctl int
 	mu  sync.Mutex // one request on the control socket at a time
-	lns []net.Listener
+	lns []service
+}
+
+// service is one of the forwarder's listeners and the service its
+// connections are for: "" for the proxy, else a reverse endpoint's name.
+type service struct {
+	ln   net.Listener
+	name string
 }
 
 // setupNetwork brings loopback up and, when the spec has egress, opens the
-// forwarder's listeners (before the command starts, so no wait is needed).
+// forwarder's listeners: the proxy's ports and each reverse endpoint's
+// (before the command starts, so no wait is needed).
 func setupNetwork(s *Spec, fw *forwarder) error {
 	if err := loopbackUp(); err != nil {
 		return fmt.Errorf("loopback: %w", err)
@@ -33,12 +42,26 @@ func setupNetwork(s *Spec, fw *forwarder) error {
 	}
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
-	for _, port := range []int{HTTPProxyPort, SOCKSProxyPort} {
+	listen := func(port int, name string) error {
 		ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
+			if name != "" {
+				return fmt.Errorf("forwarder: endpoint %s: %w", name, err)
+			}
 			return fmt.Errorf("forwarder: %w", err)
 		}
-		fw.lns = append(fw.lns, ln)
+		fw.lns = append(fw.lns, service{ln, name})
+		return nil
+	}
+	for _, port := range []int{HTTPProxyPort, SOCKSProxyPort} {
+		if err := listen(port, ""); err != nil {
+			return err
+		}
+	}
+	for _, ep := range s.Endpoints {
+		if err := listen(ep.Port, ep.Name); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -62,27 +85,32 @@ func loopbackUp() error {
 
 // serve accepts on every listener in the background.
 func (fw *forwarder) serve() {
-	for _, ln := range fw.lns {
+	for _, sv := range fw.lns {
 		go func() {
 			for {
-				c, err := ln.Accept()
+				c, err := sv.ln.Accept()
 				if err != nil {
 					if errors.Is(err, net.ErrClosed) {
 						return
 					}
 					continue
 				}
-				go fw.handle(c)
+				go fw.handle(c, sv.name)
 			}
 		}()
 	}
 }
 
-// dial asks the parent for a connection to the egress listener.
-func (fw *forwarder) dial() (net.Conn, error) {
+// dial asks the parent for a connection to the listener of the service
+// (the proxy when empty, else the named reverse endpoint).
+func (fw *forwarder) dial(svc string) (net.Conn, error) {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	if err := sendMsg(fw.ctl, msgEgress, nil); err != nil {
+	var body any
+	if svc != "" {
+		body = egressRequest{Service: svc}
+	}
+	if err := sendMsg(fw.ctl, msgEgress, body); err != nil {
 		return nil, err
 	}
 	typ, _, fds, err := recvMsg(fw.ctl)
@@ -100,9 +128,9 @@ func (fw *forwarder) dial() (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-func (fw *forwarder) handle(c net.Conn) {
+func (fw *forwarder) handle(c net.Conn, svc string) {
 	defer c.Close()
-	up, err := fw.dial()
+	up, err := fw.dial(svc)
 	if err != nil {
 		return
 	}
@@ -120,4 +148,26 @@ func (fw *forwarder) handle(c net.Conn) {
 		cw.CloseWrite()
 	}
 	<-done
+}
+
+// egressRequest is the body of an 'E' message that names a reverse
+// endpoint; an 'E' without a body asks for the proxy.
+type egressRequest struct {
+	Service string `json:"service"`
+}
+
+// serviceOf reads an 'E' message's body: the service it names, "" for
+// the proxy.
+func serviceOf(body []byte) (string, error) {
+	if len(body) == 0 {
+		return "", nil
+	}
+	var r egressRequest
+	if err := json.Unmarshal(body, &r); err != nil {
+		return "", fmt.Errorf("egress request: %w", err)
+	}
+	if r.Service == "" {
+		return "", errors.New("egress request: empty service")
+	}
+	return r.Service, nil
 }

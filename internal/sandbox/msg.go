@@ -15,8 +15,11 @@ import (
 //	init → parent  'T' with one fd: the master of the command's new pty
 //	init → parent  'O' the command started
 //	init → parent  'F' stageFailure (JSON): a stage failed; init exits
-//	init → parent  'E' an egress connection is wanted
-//	parent → init  'C' with one fd: a connection to the egress listener
+//	init → parent  'E' an egress connection is wanted: for the proxy
+//	               without a body, else egressRequest (JSON) naming the
+//	               reverse endpoint
+//	parent → init  'C' with one fd: a connection to that listener; without
+//	               one, refused (no such endpoint)
 //
 // The last stage reports to PID 1 over a pipe (fd 4 in it): a
 // stageFailure, or nothing when execve closes the pipe.

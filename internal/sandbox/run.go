@@ -325,11 +325,12 @@ func (sb *Sandbox) ctlWait() chan struct{} {
 	return sb.ctlDone
 }
 
-// serveControl answers PID 1's egress requests until the socket closes.
+// serveControl answers PID 1's egress requests (for the proxy or a named
+// reverse endpoint) until the socket closes.
 func (sb *Sandbox) serveControl() {
 	defer close(sb.ctlDone)
 	for {
-		typ, _, fds, err := recvMsg(sb.ctl)
+		typ, body, fds, err := recvMsg(sb.ctl)
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
@@ -339,7 +340,12 @@ func (sb *Sandbox) serveControl() {
 		if typ != msgEgress || sb.egress == nil {
 			continue
 		}
-		fd, err := sb.egress.newConn()
+		svc, err := serviceOf(body)
+		if err != nil {
+			sendMsg(sb.ctl, msgConn, nil)
+			continue
+		}
+		fd, err := sb.egress.newConn(svc)
 		if err != nil {
 			sendMsg(sb.ctl, msgConn, nil)
 			continue

@@ -39,12 +39,23 @@ type Spec struct {
 	Read []string
 
 	Egress bool // run the forwarder: the caller serves Start's Egress listener
+	// Endpoints are the reverse endpoints the forwarder also serves on
+	// 127.0.0.1 (with Egress): each one's connections reach the listener
+	// Egress.Endpoint(Name) returns.
+	Endpoints []EndpointPort
 
 	Resources Resources
 	Require   []string // layers that must be present: "landlock", "seccomp", "cgroups", …
 
 	AllowUnixSockets bool // leave socket(AF_UNIX) to the agent (policy.process... or srt's allowAllUnixSockets)
 	TTY              bool // set by Start: the command's stdio is a new pseudo-terminal
+}
+
+// EndpointPort is a reverse endpoint inside the sandbox: its name and its
+// port on 127.0.0.1.
+type EndpointPort struct {
+	Name string
+	Port int
 }
 
 // Tmpfs is one private tmpfs: Size bytes at Path.
@@ -74,6 +85,16 @@ type CompileOptions struct {
 	// Protect lists more paths to keep read-only if they lie in a
 	// writable path (the policy files, the audit log).
 	Protect []string
+	// Mask lists more paths to mask, as filesystem.deny_read does (the
+	// files credentials are read from).
+	Mask []string
+	// Endpoints are the reverse endpoints the forwarder serves (only with
+	// Egress); their ports may not be the proxy's.
+	Endpoints []EndpointPort
+	// Placeholders are NAME=VALUE variables set last, over process.env:
+	// the credentials' placeholders, so that no policy can pass the real
+	// secret in their place.
+	Placeholders []string
 }
 
 // MandatoryProtect lists the names protected from writes in every writable
@@ -138,6 +159,7 @@ func Compile(pol *policy.Policy, o CompileOptions) (*Spec, []string, error) {
 	}
 
 	for _, e := range pol.Filesystem.Write {
+		c.makeState(e.Value)
 		p, ok := c.existing(e.Value)
 		if !ok {
 			notes = append(notes, fmt.Sprintf("filesystem.write %q (%s): no such path; skipped", e.Value, e.Origin))
@@ -167,8 +189,12 @@ func Compile(pol *policy.Policy, o CompileOptions) (*Spec, []string, error) {
 	}
 
 	// deny_read: masks, globs expanded now.
+	masks := make([]string, 0, len(pol.Filesystem.DenyRead)+len(o.Mask))
 	for _, e := range pol.Filesystem.DenyRead {
-		for _, p := range c.expand(e.Value, s.Write) {
+		masks = append(masks, e.Value)
+	}
+	for _, m := range append(masks, o.Mask...) {
+		for _, p := range c.expand(m, s.Write) {
 			fi, err := os.Stat(p)
 			if err != nil {
 				continue
@@ -239,8 +265,45 @@ func Compile(pol *policy.Policy, o CompileOptions) (*Spec, []string, error) {
 		s.Resources.Pids = pol.Resources.Pids.Value
 	}
 
+	if o.Egress {
+		ports := map[int]string{HTTPProxyPort: "the HTTP proxy's", SOCKSProxyPort: "the SOCKS proxy's"}
+		for _, ep := range o.Endpoints {
+			if ep.Port < 1 || ep.Port > 65535 {
+				return nil, nil, fmt.Errorf("endpoint %s: port %d: want 1 to 65535", ep.Name, ep.Port)
+			}
+			if other, dup := ports[ep.Port]; dup {
+				return nil, nil, fmt.Errorf("endpoint %s: port %d is already %s; pick another port", ep.Name, ep.Port, other)
+			}
+			ports[ep.Port] = "endpoint " + ep.Name + "'s"
+			s.Endpoints = append(s.Endpoints, ep)
+		}
+	}
+
 	s.Env = buildEnv(pol, o)
 	return s, notes, nil
+}
+
+// StateDir is where moat keeps state it gives agents (such as Claude
+// Code's private configuration), below the home directory. A
+// filesystem.write path inside it that does not exist yet is created
+// (mode 0700) rather than skipped: it is moat's own, so making it touches
+// nothing of the user's.
+const StateDir = "~/.local/state/moat"
+
+// makeState creates p if it is a path inside StateDir that is missing.
+func (c *compiler) makeState(p string) {
+	if c.home == "" || !strings.HasPrefix(p, StateDir+"/") || strings.ContainsAny(p, "*?[") {
+		return
+	}
+	abs := c.abs(p)
+	root := c.abs(StateDir)
+	if !strings.HasPrefix(abs, root+"/") {
+		return // "~/.local/state/moat/../x"
+	}
+	if _, err := os.Lstat(abs); err == nil {
+		return
+	}
+	os.MkdirAll(abs, 0o700)
 }
 
 type compiler struct{ dir, home string }
