@@ -204,6 +204,15 @@ var (
 
 // compiled lists of the fixed globs, as segments, per environment.
 func globRuleSegs(g string, env pathEnv) []string {
+	if env.segs != nil {
+		if s, ok := env.segs.globs[g]; ok {
+			return s
+		}
+	}
+	return computeGlobSegs(g, env)
+}
+
+func computeGlobSegs(g string, env pathEnv) []string {
 	switch {
 	case strings.HasPrefix(g, "~/"):
 		return append(splitPath(escapeGlob(env.home)), strings.Split(g[2:], "/")...)
@@ -387,8 +396,8 @@ func (f *finder) commandFindings(c *Command, reads, writes []target) {
 			// see the whole glob).
 			t.segs = t.segs[:len(t.segs)-1]
 		}
-		for _, s := range sensitivePaths {
-			if matchTarget(globRuleSegs(s.glob, f.env), t) {
+		for i, s := range sensitivePaths {
+			if matchTarget(f.sensitiveSegs(i), t) {
 				f.add(t.word, CatSensitiveRead, High, "reads %s (%s)", shown(t.word), s.what)
 				break
 			}
@@ -563,8 +572,8 @@ func (f *finder) writeFindings(t target) {
 		f.add(t.word, CatDestructive, Critical, "writes to the device %s", v)
 		return
 	}
-	for _, p := range persistencePaths {
-		if matchTarget(globRuleSegs(p.glob, f.env), t) {
+	for i, p := range persistencePaths {
+		if matchTarget(f.persistSegs(i), t) {
 			f.add(t.word, CatPersistence, High, "writes %s (%s), which run later", v, p.what)
 			return
 		}
@@ -957,4 +966,18 @@ func shown(w Word) string {
 		return w.Src
 	}
 	return strings.ReplaceAll(w.Value, string(wild), "…")
+}
+
+func (f *finder) sensitiveSegs(i int) []string {
+	if f.env.segs != nil && f.env.segs.sensitive != nil {
+		return f.env.segs.sensitive[i]
+	}
+	return computeGlobSegs(sensitivePaths[i].glob, f.env)
+}
+
+func (f *finder) persistSegs(i int) []string {
+	if f.env.segs != nil && f.env.segs.persist != nil {
+		return f.env.segs.persist[i]
+	}
+	return computeGlobSegs(persistencePaths[i].glob, f.env)
 }

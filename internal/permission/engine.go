@@ -5,8 +5,11 @@ import (
 	"net"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 
@@ -45,6 +48,39 @@ var DefaultSeverity = map[Severity]policy.Verdict{Critical: policy.Deny, High: p
 type Engine struct {
 	deny, ask, allow []Rule
 	opt              Options
+	// places caches, per working and home directory, the segments of
+	// every path rule and built-in glob; entries are immutable once stored.
+	places     sync.Map // cwd+"\x00"+home → *segCache
+	placeCount atomic.Int64
+}
+
+// maxPlaces bounds the directories whose segments are cached.
+const maxPlaces = 64
+
+// placed returns the precomputed segments for env's directories.
+func (e *Engine) placed(env pathEnv) *segCache {
+	key := env.cwd + "\x00" + env.home
+	if c, ok := e.places.Load(key); ok {
+		return c.(*segCache)
+	}
+	c := &segCache{rules: map[*Rule][]string{}, globs: map[string][]string{}}
+	for _, list := range [][]Rule{e.deny, e.ask, e.allow} {
+		for i := range list {
+			if list[i].kind == kindPath {
+				c.rules[&list[i]] = list[i].computeSegments(env)
+			}
+		}
+	}
+	for _, g := range sensitivePaths {
+		c.sensitive = append(c.sensitive, computeGlobSegs(g.glob, env))
+	}
+	for _, g := range persistencePaths {
+		c.persist = append(c.persist, computeGlobSegs(g.glob, env))
+	}
+	if n := e.placeCount.Add(1); n <= maxPlaces {
+		e.places.Store(key, c)
+	}
+	return c
 }
 
 // New builds an engine from compiled rules (in any order; each rule's List
@@ -173,6 +209,7 @@ func (e *Engine) Check(req Request) Result {
 		env.home = "/nonexistent-home"
 	}
 	env.home = path.Clean(env.home)
+	env.segs = e.placed(env)
 	switch {
 	case req.Tool == "Bash":
 		cmd, _ := req.Input["command"].(string)
@@ -264,10 +301,14 @@ func (e *Engine) checkBash(src string, env pathEnv) Result {
 	for _, c := range an.cmds {
 		p := part{c: c}
 		seen := map[string]bool{}
-		for _, d := range dirs {
+		var curReads, curWrites []target // in the directory the line is in now
+		for k, d := range dirs {
 			de := env
 			de.dir = d
 			r, w := e.targets(c, de)
+			if k == len(dirs)-1 {
+				curReads, curWrites = r, w
+			}
 			for _, t := range r {
 				if k := strings.Join(t.segs, "/"); !seen["r"+k] {
 					seen["r"+k] = true
@@ -281,11 +322,18 @@ func (e *Engine) checkBash(src string, env pathEnv) Result {
 				}
 			}
 		}
+		// Findings look at the current directory only; rules see every one.
 		f.env.dir = dirs[len(dirs)-1]
-		f.commandFindings(c, p.reads, p.writes)
+		f.commandFindings(c, curReads, curWrites)
 		f.env.dir = ""
 		parts = append(parts, p)
-		if d, ok := cdTarget(c, env, dirs[len(dirs)-1]); ok {
+		if d, ok := cdTarget(c, env, dirs[len(dirs)-1]); ok && !slices.Contains(dirs, d) {
+			if len(dirs) >= maxDirs {
+				d = unknownDir // past a few moves, anywhere
+				if slices.Contains(dirs, d) {
+					continue
+				}
+			}
 			dirs = append(dirs, d)
 		}
 	}
@@ -446,33 +494,53 @@ func known(ws []Word) bool {
 // bashMatch reports whether a Bash rule matches an argument vector: as
 // text (Claude Code's semantics; any wild part may take any value), or,
 // for rules that name options, structurally after normalising options.
-func bashMatch(r *Rule, args []Word) bool {
+func bashMatch(r *Rule, v *view) bool {
 	if r.kind == kindTool {
 		return true
 	}
 	if r.kind != kindBash {
 		return false
 	}
-	vals := values(args)
-	t := strings.Join(vals, " ")
-	if r.cmd.matchAny(t) {
+	if r.cmd.matchAny(v.text) {
 		return true
 	}
-	cv := canonicalArgs(vals)
-	if ct := strings.Join(cv, " "); ct != t && r.cmd.matchAny(ct) {
+	if v.canon != v.text && r.cmd.matchAny(v.canon) {
 		return true
 	}
-	return r.argv != nil && r.argv.matchAny(normArgv(vals))
+	if r.argv == nil {
+		return false
+	}
+	if v.norm == nil {
+		n := normArgv(v.vals)
+		v.norm = &n
+	}
+	return r.argv.matchAny(*v.norm)
+}
+
+// view is one argument vector prepared for matching, computed once per
+// command rather than once per rule.
+type view struct {
+	args        []Word
+	vals        []string
+	text, canon string
+	norm        *argvView // computed on first need
+}
+
+func newView(args []Word) *view {
+	v := &view{args: args, vals: values(args)}
+	v.text = strings.Join(v.vals, " ")
+	v.canon = strings.Join(canonicalArgs(v.vals), " ")
+	return v
 }
 
 // decideCommand decides one simple command.
 func (e *Engine) decideCommand(c *Command, env pathEnv, reads, writes []target) outcome {
-	views := make([][]Word, 0, len(c.Layers)+1)
+	views := make([]*view, 0, len(c.Layers)+1)
 	for _, l := range c.Layers {
-		views = append(views, l.Args)
+		views = append(views, newView(l.Args))
 	}
 	if len(c.Args) > 0 {
-		views = append(views, c.Args)
+		views = append(views, newView(c.Args))
 	}
 	shown := quoteCmd(c.Text)
 	for _, list := range []struct {
@@ -487,7 +555,7 @@ func (e *Engine) decideCommand(c *Command, env pathEnv, reads, writes []target) 
 			for _, vw := range views {
 				if bashMatch(r, vw) {
 					return outcome{policy.Decision{Verdict: list.v, Rule: r.Cite,
-						Reason: fmt.Sprintf("%s matches %s rule %s", quoteCmd(text(vw)), list.v, r.Raw)}, true}
+						Reason: fmt.Sprintf("%s matches %s rule %s", quoteCmd(vw.text), list.v, r.Raw)}, true}
 				}
 			}
 		}
@@ -835,6 +903,9 @@ func specMatch(r *Rule, req Request) bool {
 
 // cdTarget returns the directory a cd (or pushd) command moves to:
 // unknownDir when its argument is not known.
+// maxDirs bounds the directories a command line's cds are tracked through.
+const maxDirs = 4
+
 func cdTarget(c *Command, env pathEnv, cur string) (string, bool) {
 	if len(c.Args) == 0 || !c.Args[0].Known() || c.Args[0].Value != "cd" && c.Args[0].Value != "pushd" && c.Args[0].Value != "popd" {
 		return "", false

@@ -177,6 +177,15 @@ func segMatch(pat, p []string, globPath, ancestors bool) bool {
 		return len(p) == 0 || ancestors
 	}
 	if pat[0] == "**" {
+		if !globPath && len(pat) > 1 && !strings.ContainsAny(pat[1], `*?[\`+dynStar) {
+			// The next segment is literal: try only where it occurs.
+			for k := range p {
+				if p[k] == pat[1] && segMatch(pat[2:], p[k+1:], globPath, ancestors) {
+					return true
+				}
+			}
+			return false
+		}
 		if segMatch(pat[1:], p, globPath, ancestors) {
 			return true
 		}
@@ -189,10 +198,13 @@ func segMatch(pat, p []string, globPath, ancestors bool) bool {
 		return segMatch(pat, p[1:], globPath, ancestors) || segMatch(pat[1:], p, globPath, ancestors)
 	}
 	var ok bool
-	if globPath {
+	switch {
+	case !strings.ContainsAny(pat[0], `*?[\`+dynStar) && (!globPath || !strings.ContainsAny(p[0], `*?[\`+dynStar)):
+		ok = pat[0] == p[0]
+	case globPath:
 		ok = segIntersect(pat[0], p[0])
-	} else {
-		ok, _ = path.Match(pat[0], p[0])
+	default:
+		ok = quickGlob(pat[0], p[0]) && matchName(pat[0], p[0])
 	}
 	return ok && segMatch(pat[1:], p[1:], globPath, ancestors)
 }
@@ -290,4 +302,17 @@ func escapeGlob(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// quickGlob rejects cheaply a name that lacks the glob's literal prefix or
+// suffix (before the first and after the last special character).
+func quickGlob(g, name string) bool {
+	i := strings.IndexAny(g, `*?[\`)
+	j := strings.LastIndexAny(g, `*?]\`)
+	return strings.HasPrefix(name, g[:i]) && (j+1 >= len(g) || strings.HasSuffix(name, g[j+1:]))
+}
+
+func matchName(g, name string) bool {
+	ok, _ := path.Match(g, name)
+	return ok
 }

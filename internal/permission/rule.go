@@ -276,6 +276,16 @@ type pathEnv struct {
 	// dir is where relative paths of a command resolve, when a cd earlier
 	// in the command line moved; "" is cwd, unknownDir an unknown place.
 	dir string
+	// segs caches rule and built-in glob segments for one Check.
+	segs *segCache
+}
+
+// segCache holds segments computed for one cwd and home; it is read-only
+// once built, so concurrent Checks share it.
+type segCache struct {
+	rules              map[*Rule][]string
+	globs              map[string][]string
+	sensitive, persist [][]string // sensitivePaths' and persistencePaths' segments, in order
 }
 
 // unknownDir is pathEnv.dir after "cd $X": relative paths could be
@@ -294,6 +304,16 @@ func (env pathEnv) base() string {
 // relative rule may match at any depth (deny and ask rules, and names
 // without a slash).
 func (r *Rule) segments(env pathEnv) []string {
+	if env.segs == nil {
+		return r.computeSegments(env)
+	}
+	if s, ok := env.segs.rules[r]; ok {
+		return s
+	}
+	return r.computeSegments(env)
+}
+
+func (r *Rule) computeSegments(env pathEnv) []string {
 	pr := r.path
 	var dir string
 	switch pr.anchor {
