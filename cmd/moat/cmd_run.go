@@ -65,12 +65,17 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	var tr *sandbox.Trace // MOAT_TRACE_START=1: how long each start-up step takes
+	if e.getenv("MOAT_TRACE_START") == "1" {
+		tr = sandbox.NewTrace(e.stderr)
+	}
 
 	pol, err := pf.load(e)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "moat: %v\n", err)
 		return exitConfig
 	}
+	tr.Mark("policy")
 	var notes []string
 	var allowUnix bool
 	if *settings != "" {
@@ -121,6 +126,7 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	}
 	spec.AllowUnixSockets = allowUnix
 	notes = append(notes, cnotes...)
+	tr.Mark("compile")
 
 	rec, err := openAudit(e, auditFile, pol)
 	if err != nil {
@@ -144,6 +150,7 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	} else {
 		close(serveDone)
 	}
+	tr.Mark("audit, proxy")
 
 	in, out, errf := fileOf(e.stdin, os.Stdin), fileOf(e.stdout, os.Stdout), fileOf(e.stderr, os.Stderr)
 	useTTY := *tty == "always" || *tty == "auto" && sandbox.IsTerminal(in) && sandbox.IsTerminal(out)
@@ -156,7 +163,7 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	}
 	start := time.Now()
 	sb, err := sandbox.Start(spec, sandbox.Options{
-		Stdin: in, Stdout: out, Stderr: errf, TTY: useTTY, Egress: egress, ForwardSignals: true, Log: log,
+		Stdin: in, Stdout: out, Stderr: errf, TTY: useTTY, Egress: egress, ForwardSignals: true, Log: log, Trace: tr,
 	})
 	if err != nil {
 		stopProxy(ctx, srv, egress, serveDone)
@@ -178,6 +185,7 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 		Detail: fmt.Sprintf("command %s; policy %s; resources %s", argv[0], layerNames(pol), sb.Resources)})
 	status, werr := sb.Wait()
 	stopProxy(ctx, srv, egress, serveDone)
+	tr.Mark("proxy stopped")
 	rec.Record(audit.Record{Kind: audit.KindLifecycle, Session: session, Event: "sandbox-stop", Decision: "allow",
 		Detail: fmt.Sprintf("exit status %d", status), Duration: float64(time.Since(start).Microseconds()) / 1000})
 	if werr != nil {

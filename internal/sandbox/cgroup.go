@@ -87,10 +87,11 @@ func v1Dir(controller string) string {
 	return filepath.Join(cgroupRoot, controller)
 }
 
-// setupResources puts pid in new cgroups with the limits, when moat may
-// create them. Otherwise it returns a nil cgroup and the last stage sets
-// rlimits; that fails only if the policy requires cgroups.
-func setupResources(pid int, r Resources, require []string) (*cgroup, string, error) {
+// prepareResources makes new cgroups with the limits, when moat may
+// create them; the child joins them with join. Otherwise it returns a nil
+// cgroup and the last stage sets rlimits; that fails only if the policy
+// requires cgroups. No cgroup is made when the policy sets no limit.
+func prepareResources(r Resources, require []string, host *Host) (*cgroup, string, error) {
 	if r == (Resources{}) {
 		return nil, "none (the policy sets no limit)", nil
 	}
@@ -98,14 +99,14 @@ func setupResources(pid int, r Resources, require []string) (*cgroup, string, er
 	for _, l := range require {
 		required = required || l == "cgroups"
 	}
-	version, _, writable, why := probeCgroups()
+	version, writable, why := host.CgroupVersion, host.CgroupWritable, host.CgroupErr
 	var cg *cgroup
 	var err error
 	if writable {
 		if version == "v2" {
-			cg, err = cgroupV2(pid, r)
+			cg, err = cgroupV2(r)
 		} else {
-			cg, err = cgroupV1(pid, r)
+			cg, err = cgroupV1(r)
 		}
 		if err == nil {
 			return cg, "cgroup " + version + " (" + describeLimits(r) + ")", nil
@@ -163,7 +164,7 @@ func cgroupName() string {
 	return "moat-" + hex.EncodeToString(b[:])
 }
 
-func cgroupV1(pid int, r Resources) (*cgroup, error) {
+func cgroupV1(r Resources) (*cgroup, error) {
 	cg := &cgroup{}
 	name := cgroupName()
 	type setting struct{ file, value string }
@@ -204,15 +205,11 @@ func cgroupV1(pid int, r Resources) (*cgroup, error) {
 				return nil, fmt.Errorf("cgroup %s: %w", filepath.Join(dir, s.file), err)
 			}
 		}
-		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
-			cg.remove()
-			return nil, fmt.Errorf("cgroup %s: %w", dir, err)
-		}
 	}
 	return cg, nil
 }
 
-func cgroupV2(pid int, r Resources) (*cgroup, error) {
+func cgroupV2(r Resources) (*cgroup, error) {
 	base, err := selfCgroupV2()
 	if err != nil {
 		return nil, err
@@ -239,12 +236,21 @@ func cgroupV2(pid int, r Resources) (*cgroup, error) {
 	if r.CPUs > 0 {
 		errs = append(errs, write("cpu.max", strconv.FormatInt(int64(r.CPUs*100000), 10)+" 100000"))
 	}
-	errs = append(errs, write("cgroup.procs", strconv.Itoa(pid)))
 	if err := errors.Join(errs...); err != nil {
 		cg.remove()
 		return nil, err
 	}
 	return cg, nil
+}
+
+// join moves pid (with its threads) into every cgroup.
+func (cg *cgroup) join(pid int) error {
+	for _, d := range cg.dirs {
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+			return fmt.Errorf("cgroup %s: %w", d, err)
+		}
+	}
+	return nil
 }
 
 // remove deletes the cgroups; their processes are gone by then (PID 1 of

@@ -1,9 +1,11 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
+	"runtime"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -55,34 +57,48 @@ func idmapWrites(writes []string, hostUID, hostGID int, exe string) (fds, idx []
 
 // mappingNamespace returns a user namespace in which uid:gid are mapped
 // to hostUID:hostGID, held open by an fd. A helper process creates it (a
-// multi-threaded Go program cannot unshare a user namespace) and exits.
+// multi-threaded Go program cannot unshare a user namespace) and is
+// killed once the fd is open. The helper asks to be traced, so it stops
+// at its first instruction after execve: it runs no code at all, and
+// costs a fork and an exec, not a Go runtime's start. Where ptrace is
+// forbidden (Yama's ptrace_scope 3), it runs usernsHelper instead.
 func mappingNamespace(exe string, uid, gid, hostUID, hostGID int) (int, error) {
-	cmd := exec.Command(exe, usernsArg)
-	cmd.Env = []string{}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return -1, err
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
+	attr := &syscall.SysProcAttr{
 		Cloneflags:  unix.CLONE_NEWUSER,
 		UidMappings: []syscall.SysProcIDMap{{ContainerID: uid, HostID: hostUID, Size: 1}},
 		GidMappings: []syscall.SysProcIDMap{{ContainerID: gid, HostID: hostGID, Size: 1}},
 		Pdeathsig:   syscall.SIGKILL,
+		Ptrace:      true,
 	}
-	if err := cmd.Start(); err != nil {
+	// The tracer is this thread: it stays locked until the helper is
+	// reaped (and Pdeathsig follows it, see Start).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	in, out, err := os.Pipe() // the untraced helper exits when out is closed
+	if err != nil {
+		return -1, err
+	}
+	defer in.Close()
+	defer out.Close()
+	p, err := os.StartProcess(exe, []string{usernsArg}, &os.ProcAttr{Env: []string{}, Files: []*os.File{in}, Sys: attr})
+	if errors.Is(err, unix.EPERM) {
+		attr.Ptrace = false
+		p, err = os.StartProcess(exe, []string{usernsArg}, &os.ProcAttr{Env: []string{}, Files: []*os.File{in}, Sys: attr})
+	}
+	if err != nil {
 		return -1, fmt.Errorf("user namespace helper: %w", err)
 	}
-	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	in.Close()
-	cmd.Wait()
+	fd, err := unix.Open("/proc/"+strconv.Itoa(p.Pid)+"/ns/user", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	p.Kill()
+	p.Wait()
 	if err != nil {
 		return -1, fmt.Errorf("user namespace helper: %w", err)
 	}
 	return fd, nil
 }
 
-// usernsHelper is the helper's whole life: wait for the parent to close
-// standard input.
+// usernsHelper is the untraced helper's whole life: wait for the parent
+// to close standard input.
 func usernsHelper() {
 	var b [1]byte
 	os.Stdin.Read(b[:])

@@ -28,11 +28,12 @@ func IsInit() bool {
 
 // Init runs the stage IsInit found and never returns.
 func Init() {
+	began := monotonic()
 	switch os.Args[0] {
 	case InitArg:
-		pid1()
+		pid1(began)
 	case ExecArg:
-		lastStage()
+		lastStage(began)
 	case usernsArg:
 		usernsHelper()
 	}
@@ -47,7 +48,7 @@ const (
 
 // pid1 is the sandbox's init: the stages "mounts", "network" and "start",
 // then a reaper that forwards signals and exits with the command's status.
-func pid1() {
+func pid1(began int64) {
 	unix.CloseOnExec(ctlFD)
 	typ, body, fds, err := recvMsg(ctlFD)
 	if err != nil || typ != msgSpec {
@@ -57,6 +58,8 @@ func pid1() {
 	if err := json.Unmarshal(body, &cfg); err != nil {
 		failInit("start", fmt.Errorf("read the spec: %w", err), 125)
 	}
+	tr := traceFrom(cfg.Trace, began, "init", os.Stderr)
+	tr.Mark("spec received")
 	// Nothing inside may read this process's memory or open its files.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 
@@ -69,10 +72,12 @@ func pid1() {
 	if err := buildRoot(&cfg.Spec, idmapped); err != nil {
 		failInit("mounts", err, 125)
 	}
+	tr.Mark("mounts")
 	fw := &forwarder{ctl: ctlFD}
 	if err := setupNetwork(&cfg.Spec, fw); err != nil {
 		failInit("network", err, 125)
 	}
+	tr.Mark("network")
 
 	// Signals to forward, registered before the command exists so none
 	// is lost.
@@ -92,7 +97,7 @@ func pid1() {
 		unix.Close(master)
 		stdio = os.NewFile(uintptr(slave), "pty")
 	}
-	pid, err := startLastStage(&cfg, stdio)
+	pid, err := startLastStage(&cfg, stdio, tr)
 	if stdio != nil {
 		stdio.Close()
 	}
@@ -103,6 +108,7 @@ func pid1() {
 		}
 		failInit("start", err, 125)
 	}
+	tr.Mark("command executed")
 	if err := sendMsg(ctlFD, msgOK, nil); err != nil {
 		unix.Kill(pid, unix.SIGKILL)
 		os.Exit(125)
@@ -151,7 +157,7 @@ func failInit(stage string, err error, code int) {
 // startLastStage starts the moat binary again as the last stage, with the
 // config on a pipe, and waits until it has executed the command (its
 // failure pipe closes) or reported a failure.
-func startLastStage(cfg *initConfig, stdio *os.File) (int, error) {
+func startLastStage(cfg *initConfig, stdio *os.File, tr *Trace) (int, error) {
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -178,6 +184,7 @@ func startLastStage(cfg *initConfig, stdio *os.File) (int, error) {
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start the last stage: %w", err)
 	}
+	tr.Mark("last stage forked")
 	cfgR.Close()
 	failW.Close()
 	go func() {

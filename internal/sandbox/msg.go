@@ -39,6 +39,7 @@ type initConfig struct {
 	Rlimits  bool          // no cgroups: the last stage sets rlimits instead
 	IDMapped []int         // indexes into Spec.Write of the mount fds sent along, in order
 	Winsize  *unix.Winsize // with Spec.TTY: the size of the user's terminal
+	Trace    int64         // the start trace's origin (CLOCK_MONOTONIC ns); 0: no trace
 }
 
 type stageFailure struct {

@@ -35,6 +35,21 @@ type Host struct {
 // Probe inspects the host. It is cheap (no process is started) and safe
 // to call from any goroutine.
 func Probe() *Host {
+	h := probeLayers()
+	fsList, _ := os.ReadFile("/proc/filesystems")
+	h.Overlayfs = bytes.Contains(fsList, []byte("\toverlay\n"))
+	h.IDMappedMountsKernel = kernelAtLeast(h.Kernel, 5, 12)
+	for _, r := range []string{"runc", "crun", "runsc", "docker", "podman", "bwrap"} {
+		if p, err := exec.LookPath(r); err == nil {
+			h.Runtimes[r] = p
+		}
+	}
+	return h
+}
+
+// probeLayers is the part of Probe that Start needs: the layers native
+// runs use (no search of PATH for the other tiers' runtimes).
+func probeLayers() *Host {
 	h := &Host{Runtimes: map[string]string{}}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
@@ -74,14 +89,6 @@ func Probe() *Host {
 	}
 
 	h.CgroupVersion, h.CgroupControllers, h.CgroupWritable, h.CgroupErr = probeCgroups()
-	fsList, _ := os.ReadFile("/proc/filesystems")
-	h.Overlayfs = bytes.Contains(fsList, []byte("\toverlay\n"))
-	h.IDMappedMountsKernel = kernelAtLeast(h.Kernel, 5, 12)
-	for _, r := range []string{"runc", "crun", "runsc", "docker", "podman", "bwrap"} {
-		if p, err := exec.LookPath(r); err == nil {
-			h.Runtimes[r] = p
-		}
-	}
 	return h
 }
 

@@ -47,6 +47,9 @@ type Options struct {
 	// Exe is the moat binary to re-execute; empty means /proc/self/exe.
 	Exe string
 	Log *slog.Logger // nil: discard
+	// Trace, when not nil, receives the start path's steps, the
+	// sandbox's processes' included (MOAT_TRACE_START=1).
+	Trace *Trace
 }
 
 // Sandbox is a started sandbox.
@@ -70,6 +73,7 @@ type Sandbox struct {
 	ctlStarted bool
 	status     int
 	err        error
+	trace      *Trace
 }
 
 // Start creates the sandbox and starts the command in it. It returns once
@@ -82,12 +86,14 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	if s.Egress && o.Egress == nil {
 		return nil, errors.New("the spec wants egress but Options.Egress is nil")
 	}
-	host := Probe()
+	tr := o.Trace
+	host := probeLayers()
 	notes, err := host.check(s)
 	if err != nil {
 		return nil, err
 	}
-	sb = &Sandbox{Notes: notes, egress: o.Egress, waitc: make(chan error, 1), ctlDone: make(chan struct{}), ctl: -1}
+	tr.Mark("probe")
+	sb = &Sandbox{Notes: notes, egress: o.Egress, waitc: make(chan error, 1), ctlDone: make(chan struct{}), ctl: -1, trace: tr}
 	self := sb
 	defer func() {
 		if err != nil {
@@ -107,6 +113,35 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	if uid == 0 {
 		hostUID, hostGID, inUID, inGID = NobodyID, NobodyID, agentID, agentID
 	}
+	exe := o.Exe
+	if exe == "" {
+		exe = "/proc/self/exe"
+	}
+
+	// What needs no child is prepared while the child starts: the
+	// cgroups (joined below, before the child is sent its spec, so before
+	// anything runs in the sandbox) and, as root, the idmapped copies of
+	// the writable paths the agent's host identity does not own (they
+	// need the host's privilege; PID 1 attaches them).
+	var prep sync.WaitGroup
+	var resErr, idmapErr error
+	var idmapFDs, idmapped []int
+	prep.Go(func() {
+		sb.cg, sb.Resources, resErr = prepareResources(s.Resources, s.Require, host)
+		tr.Mark("cgroups made")
+	})
+	if uid == 0 {
+		prep.Go(func() {
+			idmapFDs, idmapped, idmapErr = idmapWrites(s.Write, hostUID, hostGID, exe)
+			tr.Mark("idmap")
+		})
+	}
+	defer func() {
+		prep.Wait() // on an early return
+		for _, fd := range idmapFDs {
+			unix.Close(fd)
+		}
+	}()
 
 	stdin, stdout, stderr := o.Stdin, o.Stdout, o.Stderr
 	if o.TTY {
@@ -132,10 +167,6 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	child := os.NewFile(uintptr(pair[1]), "moat-control")
 	defer child.Close()
 
-	exe := o.Exe
-	if exe == "" {
-		exe = "/proc/self/exe"
-	}
 	sb.cmd = &exec.Cmd{
 		Path:       exe,
 		Args:       []string{InitArg},
@@ -175,36 +206,33 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	}
 	child.Close()
 	pid := sb.cmd.Process.Pid
+	tr.Mark("clone")
 
-	// Resources: cgroups before the child does anything, else rlimits.
-	cfg := initConfig{Spec: *s}
+	cfg := initConfig{Spec: *s, Trace: tr.origin()}
 	if sb.tty != nil {
 		cfg.Winsize = sb.tty.winsize()
 	}
-	sb.cg, sb.Resources, err = setupResources(pid, s.Resources, s.Require)
-	if err != nil {
-		return nil, &StageError{Stage: "cgroups", Err: err, Code: 125}
+	prep.Wait()
+	// Resources: the child joins its cgroups before it does anything;
+	// without them, the last stage sets rlimits.
+	if resErr != nil {
+		return nil, &StageError{Stage: "cgroups", Err: resErr, Code: 125}
 	}
-	cfg.Rlimits = sb.cg == nil && s.Resources != (Resources{})
-
-	// Writable paths the agent's host identity does not own are bound
-	// through an idmapped mount, created here (it needs the host's
-	// privilege) and attached by PID 1.
-	var fds []int
-	if uid == 0 {
-		fds, cfg.IDMapped, err = idmapWrites(s.Write, hostUID, hostGID, exe)
-		defer func() {
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
-		}()
-		if err != nil {
-			return nil, &StageError{Stage: "mounts", Err: err, Code: 125}
+	if sb.cg != nil {
+		if err := sb.cg.join(pid); err != nil {
+			return nil, &StageError{Stage: "cgroups", Err: err, Code: 125}
 		}
 	}
-	if err := sendMsg(sb.ctl, msgSpec, cfg, fds...); err != nil {
+	cfg.Rlimits = sb.cg == nil && s.Resources != (Resources{})
+	if idmapErr != nil {
+		return nil, &StageError{Stage: "mounts", Err: idmapErr, Code: 125}
+	}
+	cfg.IDMapped = idmapped
+	tr.Mark("resources joined")
+	if err := sendMsg(sb.ctl, msgSpec, cfg, idmapFDs...); err != nil {
 		return nil, &StageError{Stage: "start", Err: fmt.Errorf("send the spec to the sandbox: %w", err), Code: 125}
 	}
+	tr.Mark("spec sent")
 
 	// The first reply says whether the command started; with a TTY, the
 	// pty's master comes first.
@@ -226,6 +254,7 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	case typ != msgOK:
 		return nil, &StageError{Stage: "start", Err: fmt.Errorf("unexpected message %q from the sandbox", typ), Code: 125}
 	}
+	tr.Mark("command started")
 	log.Debug("sandbox started", "pid", pid, "resources", sb.Resources)
 
 	sb.ctlStarted = true
@@ -256,10 +285,12 @@ func (sb *Sandbox) Signal(sig os.Signal) {
 func (sb *Sandbox) Wait() (int, error) {
 	sb.waitOnce.Do(func() {
 		sb.reap()
+		sb.trace.Mark("sandbox exited")
 		if sb.tty != nil {
 			sb.tty.wait()
 		}
 		sb.cleanup()
+		sb.trace.Mark("cleaned up")
 	})
 	return sb.status, sb.err
 }

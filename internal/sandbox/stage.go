@@ -30,7 +30,7 @@ var lastStageSteps = []stage{
 }
 
 // lastStage is the process the command replaces. It never returns.
-func lastStage() {
+func lastStage(began int64) {
 	runtime.LockOSThread() // never unlocked: the restrictions are this thread's, and execve runs on it
 	unix.CloseOnExec(stageFailFD)
 	var cfg initConfig
@@ -40,6 +40,8 @@ func lastStage() {
 	if err != nil {
 		stageFail("exec", fmt.Errorf("read the config: %w", err), 125)
 	}
+	tr := traceFrom(cfg.Trace, began, "exec", os.Stderr)
+	tr.Mark("config received")
 	s := &cfg.Spec
 	path, err := lookPath(s.Argv[0], s.Env)
 	if err != nil {
@@ -49,6 +51,7 @@ func lastStage() {
 		if err := st.fn(&cfg); err != nil {
 			stageFail(st.name, err, 125)
 		}
+		tr.Mark(st.name)
 	}
 	err = unix.Exec(path, s.Argv, s.Env)
 	code := 126
