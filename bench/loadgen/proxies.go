@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -189,7 +187,9 @@ func (p *Peer) tail() string {
 	return b.String()
 }
 
-// LogStats counts the bytes and lines of the peer's per-request log.
+// LogStats counts the bytes and the non-blank lines of the peer's
+// per-request log (moat pads its audit log with blank lines so that no
+// record straddles a page).
 func (p *Peer) LogStats() (bytesN, lines int64) {
 	f, err := os.Open(p.LogFile)
 	if err != nil {
@@ -197,11 +197,23 @@ func (p *Peer) LogStats() (bytesN, lines int64) {
 	}
 	defer f.Close()
 	buf := make([]byte, 1<<20)
+	blank := true // the current line has only white space so far
 	for {
 		n, err := f.Read(buf)
 		bytesN += int64(n)
-		lines += int64(bytes.Count(buf[:n], []byte{'\n'}))
-		if err == io.EOF || err != nil {
+		for _, c := range buf[:n] {
+			switch c {
+			case '\n':
+				if !blank {
+					lines++
+				}
+				blank = true
+			case ' ', '\t', '\r':
+			default:
+				blank = false
+			}
+		}
+		if err != nil {
 			return bytesN, lines
 		}
 	}

@@ -111,7 +111,7 @@ func waitQuiet(ctx context.Context, limit time.Duration) (time.Duration, float64
 // CPUs, keeping the least disturbed attempt.
 func measured(ctx context.Context, logf func(string, ...any), what string, budget *time.Duration, f func() Stats) Stats {
 	var best Stats
-	tries := 0
+	tries, all := 0, int64(0)
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		tries = attempt
 		if *budget > 0 {
@@ -124,6 +124,7 @@ func measured(ctx context.Context, logf func(string, ...any), what string, budge
 		a := sampleCPU()
 		s := f()
 		s.Others = othersShare(a, sampleCPU())
+		all += s.AllOps
 		if attempt == 1 || s.Others < best.Others {
 			best = s
 		}
@@ -136,6 +137,6 @@ func measured(ctx context.Context, logf func(string, ...any), what string, budge
 			logf("%s: others used %.0f%% of the CPUs during attempt %d; keeping the least disturbed attempt", what, 100*s.Others, attempt)
 		}
 	}
-	best.Attempts = tries
+	best.Attempts, best.AllOps = tries, all
 	return best
 }

@@ -318,11 +318,27 @@ func writeReport(w io.Writer, res *Results) {
 		p("\n")
 	}
 
-	p("## Logs written per request (throughput phase)\n\n| | bytes | lines |\n|---|---:|---:|\n")
+	p("## Logs written per request (throughput phase)\n\n")
+	p("Operations are the HTTP requests and CONNECT tunnels each proxy completed in the throughput phase, warm-ups and repeated attempts included; lines are non-blank lines of its log.\n\n")
+	p("| | bytes | lines | operations | lines per operation | bytes per line |\n|---|---:|---:|---:|---:|---:|\n")
 	for _, t := range res.Targets {
-		if t.Skipped == "" {
-			p("| %s | %s | %s |\n", t.Label, count(float64(t.LogBytes)), count(float64(t.LogLines)))
+		if t.Skipped != "" {
+			continue
 		}
+		var ops int64
+		for _, r := range res.Runs {
+			if r.Target == t.Name && r.Workload != wBulk {
+				ops += r.Stats.AllOps
+			}
+		}
+		perOp, perLine := "–", "–"
+		if ops > 0 {
+			perOp = fmt.Sprintf("%.2f", float64(t.LogLines)/float64(ops))
+		}
+		if t.LogLines > 0 {
+			perLine = count(float64(t.LogBytes) / float64(t.LogLines))
+		}
+		p("| %s | %s | %s | %s | %s | %s |\n", t.Label, count(float64(t.LogBytes)), count(float64(t.LogLines)), count(float64(ops)), perOp, perLine)
 	}
 	p("\n")
 

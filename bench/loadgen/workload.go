@@ -25,8 +25,9 @@ const opTimeout = 10 * time.Second
 
 // Stats summarises one timed run of a workload against one target.
 type Stats struct {
-	Ops      int64         `json:"ops"`    // operations completed inside the measured window
-	Errors   int64         `json:"errors"` // failed operations, warm-up included
+	Ops      int64         `json:"ops"`     // operations completed inside the measured window
+	AllOps   int64         `json:"all_ops"` // operations completed at all: warm-up, and earlier attempts of the cell (see measured)
+	Errors   int64         `json:"errors"`  // failed operations, warm-up included
 	FirstErr string        `json:"first_error,omitempty"`
 	Dials    int64         `json:"dials"`     // TCP connections the clients opened, warm-up included
 	Window   time.Duration `json:"window_ns"` // length of the measured window
@@ -81,9 +82,9 @@ func closedLoop(ctx context.Context, l Load, newOp func() op) Stats {
 	start := time.Now()
 	from, end := start.Add(l.Warmup), start.Add(l.Warmup+l.Duration)
 	type result struct {
-		lat         []time.Duration
-		errs, dials int64
-		firstErr    error
+		lat              []time.Duration
+		errs, dials, all int64
+		firstErr         error
 	}
 	results := make([]result, max(l.Clients, 1))
 	var wg sync.WaitGroup
@@ -110,6 +111,7 @@ func closedLoop(ctx context.Context, l Load, newOp func() op) Stats {
 					time.Sleep(10 * time.Millisecond)
 					continue
 				}
+				r.all++
 				if !t0.Before(from) && !t1.After(end) {
 					r.lat = append(r.lat, t1.Sub(t0))
 				}
@@ -124,6 +126,7 @@ func closedLoop(ctx context.Context, l Load, newOp func() op) Stats {
 		all = append(all, r.lat...)
 		s.Errors += r.errs
 		s.Dials += r.dials
+		s.AllOps += r.all
 		if r.firstErr != nil && s.FirstErr == "" {
 			s.FirstErr = r.firstErr.Error()
 		}
@@ -337,9 +340,9 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // endpoint (directly when proxy is empty): warm is transferred first and not
 // measured, then size bytes or as many as arrive within limit.
 func RunBulk(ctx context.Context, proxy, bulkAddr string, warm, size int64, limit time.Duration) Stats {
-	s := Stats{Ops: 1, Dials: 1}
+	s := Stats{Ops: 1, AllOps: 1, Dials: 1}
 	fail := func(err error) Stats {
-		s.Ops, s.Errors, s.FirstErr = 0, 1, err.Error()
+		s.Ops, s.AllOps, s.Errors, s.FirstErr = 0, 0, 1, err.Error()
 		return s
 	}
 	conn, err := dialVia(proxy, bulkAddr, time.Now().Add(opTimeout))
