@@ -375,8 +375,10 @@ func (s *Server) forward(c *clientConn, req *http.Request, info headerInfo, star
 		out.Header.Del("Accept-Encoding")
 		mask = newMasker(applied)
 	}
+	var body *countingBody
 	if req.Body != nil && req.Body != http.NoBody {
-		out.Body = &countingBody{ReadCloser: s.chargeBody(req.Body, c.session, host, port), n: &up}
+		body = &countingBody{ReadCloser: s.chargeBody(req.Body, c.session, host, port), n: &up}
+		out.Body = body
 	}
 	var conn net.Conn
 	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { conn = i.Conn }}
@@ -405,7 +407,9 @@ func (s *Server) forward(c *clientConn, req *http.Request, info headerInfo, star
 	if d := s.policy().Egress(host, port); d.WouldDeny || rec.Rule == "" {
 		rec.Rule, rec.Reason, rec.WouldDeny = d.Rule, d.Reason, d.WouldDeny || rec.WouldDeny
 	}
-	keep := !req.Close && !resp.Close
+	// A body the upstream did not read to its end (it answered early) is
+	// still on the connection: the connection cannot carry another request.
+	keep := !req.Close && !resp.Close && (body == nil || body.eof.Load())
 	bw := bufio.NewWriterSize(c.Conn, 4096)
 	rec.Credential = credentialNames(applied)
 	if mask != nil {
@@ -427,12 +431,16 @@ func (s *Server) forward(c *clientConn, req *http.Request, info headerInfo, star
 
 type countingBody struct {
 	io.ReadCloser
-	n *atomic.Int64
+	n   *atomic.Int64
+	eof atomic.Bool // read to its end
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
 	return n, err
 }
 

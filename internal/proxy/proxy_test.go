@@ -666,3 +666,69 @@ func TestConnectionLimit(t *testing.T) {
 		t.Errorf("over the limit: %d %q; want 503 connection-limit", code, hdr)
 	}
 }
+
+// An upstream that answers before reading the body leaves the rest of the
+// body on the client's connection; the proxy must not read it as a request.
+func TestUnreadBodyEndsConnection(t *testing.T) {
+	// A raw upstream that answers after the headers and keeps its
+	// connection open without reading the body (net/http would close it).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var hits atomic.Int64
+	go func() {
+		for {
+			uc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				br := bufio.NewReader(uc)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					hits.Add(1)
+					_ = req
+					io.WriteString(uc, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+					time.Sleep(500 * time.Millisecond) // holds the connection, body unread
+					return
+				}
+			}()
+		}
+	}()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	f := newFixture(t, `version: 1
+network:
+  allow: ["up.test:`+port+`"]
+  allow_private: ["up.test"]
+`, map[string]string{"up.test": "127.0.0.1"})
+	c, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	inner := "GET http://up.test:" + port + "/smuggled HTTP/1.1\r\nHost: up.test:" + port + "\r\n\r\n"
+	body := strings.Repeat("x", 32<<20) + inner // more than socket buffers hold
+	fmt.Fprintf(c, "POST http://up.test:%s/upload HTTP/1.1\r\nHost: up.test:%s\r\nContent-Length: %d\r\n\r\n", port, port, len(body))
+	go io.WriteString(c, body)
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 401 {
+		t.Fatalf("status %d; want the upstream's 401", resp.StatusCode)
+	}
+	if r2, err := http.ReadResponse(br, nil); err == nil {
+		t.Errorf("a second response (%d) came back: the body's tail was read as a request", r2.StatusCode)
+	}
+	if n := hits.Load(); n != 1 {
+		t.Errorf("upstream saw %d requests; want 1", n)
+	}
+}
