@@ -48,6 +48,9 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	tty := fs.String("tty", "auto", "give the command a new terminal: auto (when standard input and output are terminals), always, never")
 	quiet := fs.Bool("q", false, "no summary of refusals at exit")
 	verbose := fs.Bool("v", false, "report the sandbox's layers and limits on standard error")
+	var endpoints listFlag
+	fs.Var(&endpoints, "endpoint", "reverse endpoint `NAME=https://host[/base]@127.0.0.1:PORT` inside the sandbox, forwarded to the upstream with its credentials; replaces the policy's endpoint of that name; repeatable")
+	upstreamCA := fs.String("upstream-ca", "", "PEM `FILE` of extra roots to verify upstream servers with (the system's roots are always used)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -102,6 +105,15 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 		return exitUsage
 	}
 
+	rn := &runNet{}
+	if !*noNetwork {
+		if rn, err = resolveRunNet(ctx, e, pol, endpoints, *upstreamCA); err != nil {
+			fmt.Fprintf(e.stderr, "moat run: %v\n", err)
+			return exitConfig
+		}
+		notes = append(notes, rn.Notes...)
+	}
+
 	session, token := newSession()
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -119,7 +131,11 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 		Argv: argv, Dir: cwd, Home: e.getenv("HOME"), Environ: os.Environ(),
 		Egress: !*noNetwork, ProxyUser: session, ProxyToken: token,
 		Protect: []string{auditFile},
+		Mask:    rn.Mask, Endpoints: rn.Ports(), Placeholders: rn.Placeholders,
 	})
+	if err == nil {
+		err = checkSecretEnv(spec.Env, pol, rn)
+	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "moat run: %v\n", err)
 		return exitConfig
@@ -141,8 +157,15 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	serveDone := make(chan struct{})
 	if spec.Egress {
 		egress = sandbox.NewEgress()
-		srv = &proxy.Server{Recorder: refusals, Log: log, Sessions: map[string]string{session: token}}
+		srv = &proxy.Server{Recorder: refusals, Log: log, Sessions: map[string]string{session: token},
+			Credentials: rn.Credentials, UpstreamTLS: rn.UpstreamTLS}
 		srv.SetDecider(pol)
+		for _, ep := range rn.Endpoints {
+			// Registered before the sandbox starts: its forwarder asks for
+			// the endpoint by name.
+			go srv.ServeEndpoint(egress.Endpoint(ep.Name), ep.Endpoint)
+			log.Debug("endpoint", "name", ep.Name, "inside", fmt.Sprintf("http://127.0.0.1:%d", ep.Port), "upstream", ep.Upstream.String(), "origin", ep.Origin)
+		}
 		go func() {
 			srv.Serve(egress)
 			close(serveDone)

@@ -303,7 +303,10 @@ func (c *compiler) makeState(p string) {
 	if _, err := os.Lstat(abs); err == nil {
 		return
 	}
-	os.MkdirAll(abs, 0o700)
+	// Parents as XDG makes them, searchable; the directory itself private.
+	if os.MkdirAll(filepath.Dir(abs), 0o755) == nil {
+		os.Mkdir(abs, 0o700)
+	}
 }
 
 type compiler struct{ dir, home string }
