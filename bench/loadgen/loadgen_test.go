@@ -61,6 +61,14 @@ func TestWorkloadsDirect(t *testing.T) {
 	if s.Dials != 4 {
 		t.Errorf("RunHTTP direct opened %d connections; want 4, one per kept-alive client", s.Dials)
 	}
+	paced := brief("", 4)
+	paced.Rate = 200
+	s = RunHTTP(ctx, paced, up.HTTPAddr)
+	checkStats(t, "RunHTTP direct, paced", s)
+	// Pacing can only slow the clients down: an upper bound, not a timing.
+	if most := int64(paced.Rate*paced.Duration.Seconds()) + int64(paced.Clients); s.Ops > most {
+		t.Errorf("RunHTTP paced to %v/s did %d requests in %v; want at most %d", paced.Rate, s.Ops, paced.Duration, most)
+	}
 	checkStats(t, "RunConnect direct", RunConnect(ctx, brief("", 2), up.TLSAddr, up.CertPool))
 	b := RunBulk(ctx, "", up.BulkAddr, 1<<20, 8<<20, 5*time.Second)
 	checkStats(t, "RunBulk direct", b)
@@ -153,6 +161,7 @@ func TestReport(t *testing.T) {
 		wHTTP1:   RunHTTP(ctx, brief("", 1), up.HTTPAddr),
 		wHTTP16:  RunHTTP(ctx, brief("", 2), up.HTTPAddr),
 		wHTTP64:  RunHTTP(ctx, brief("", 2), up.HTTPAddr),
+		wPaced:   RunHTTP(ctx, brief("", 2), up.HTTPAddr),
 		wConnect: RunConnect(ctx, brief("", 1), up.TLSAddr, up.CertPool),
 		wBulk:    RunBulk(ctx, "", up.BulkAddr, 1<<20, 1<<20, time.Second),
 	}

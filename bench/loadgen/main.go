@@ -33,6 +33,8 @@ const (
 	wHTTP1    = "http-c1"
 	wHTTP16   = "http-c16"
 	wHTTP64   = "http-c64"
+	wPaced    = "http-c16-paced"
+	pacedRate = 1000 // requests/s in all for wPaced: well below every peer's c=16 rate but tinyproxy's
 	wConnect  = "connect-c16"
 	wBulk     = "bulk"
 	direct    = "direct"
@@ -138,7 +140,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.timeout == 0 {
 		// Every cell may run maxAttempts times; add the quiet waits, and
 		// start-up and the memory phase's few minutes.
-		cells := time.Duration(o.Rounds * 5 * 4 * maxAttempts)
+		cells := time.Duration(o.Rounds * 6 * 4 * maxAttempts)
 		o.timeout = 2 * (cells*(o.Warmup+max(o.Duration, o.BulkLimit)) + o.quietBudget + 5*time.Minute)
 	}
 	for _, f := range strings.Split(*tunnels, ",") {
@@ -394,6 +396,9 @@ func workloads(s Settings, up *Endpoints) []workload {
 		{wHTTP1, httpAt(1)},
 		{wHTTP16, httpAt(16)},
 		{wHTTP64, httpAt(64)},
+		{wPaced, func(ctx context.Context, proxy string) Stats {
+			return RunHTTP(ctx, Load{Proxy: proxy, Clients: 16, Warmup: s.Warmup, Duration: s.Duration, Rate: pacedRate}, up.HTTPAddr)
+		}},
 		{wConnect, func(ctx context.Context, proxy string) Stats {
 			return RunConnect(ctx, Load{Proxy: proxy, Clients: 16, Warmup: s.Warmup, Duration: s.Duration}, up.TLSAddr, up.CertPool)
 		}},

@@ -57,14 +57,19 @@ func (s Stats) MBPerSecond() float64 {
 	return float64(s.Bytes) / 1e6 / s.Window.Seconds()
 }
 
-// Load is what a closed-loop workload needs to know about its target.
-// Proxy is the proxy's host:port; empty means the clients go straight to the
-// upstream (the baseline rows).
+// Load is what a workload needs to know about its target. Proxy is the
+// proxy's host:port; empty means the clients go straight to the upstream
+// (the baseline rows).
 type Load struct {
 	Proxy    string
 	Clients  int
 	Warmup   time.Duration // run, but not measured, before the window
 	Duration time.Duration // the measured window
+	// Rate, if positive, paces the clients to this many operations per
+	// second in all, each on its own schedule; latency then counts from the
+	// scheduled start, so a stall shows in full (no coordinated omission).
+	// Zero: each client starts its next operation as the last one ends.
+	Rate float64
 }
 
 // op is one client's operation; it returns the number of TCP connections it
@@ -75,12 +80,16 @@ type op interface {
 	close()
 }
 
-// closedLoop runs l.Clients clients, each calling its op back to back for
-// l.Warmup+l.Duration. Latency samples count only for operations that start
-// after the warm-up and end inside the window.
+// closedLoop runs l.Clients clients, each calling its op back to back (or
+// paced, see Load.Rate) for l.Warmup+l.Duration. Latency samples count only
+// for operations that start after the warm-up and end inside the window.
 func closedLoop(ctx context.Context, l Load, newOp func() op) Stats {
 	start := time.Now()
 	from, end := start.Add(l.Warmup), start.Add(l.Warmup+l.Duration)
+	var every time.Duration // each client's interval when paced
+	if l.Rate > 0 {
+		every = time.Duration(float64(max(l.Clients, 1)) / l.Rate * float64(time.Second))
+	}
 	type result struct {
 		lat              []time.Duration
 		errs, dials, all int64
@@ -90,12 +99,20 @@ func closedLoop(ctx context.Context, l Load, newOp func() op) Stats {
 	var wg sync.WaitGroup
 	for i := range results {
 		wg.Add(1)
+		// Paced clients start spread over one interval.
+		next := start.Add(every * time.Duration(i) / time.Duration(len(results)))
 		go func(r *result) {
 			defer wg.Done()
 			o := newOp()
 			defer o.close()
 			for ctx.Err() == nil {
 				t0 := time.Now()
+				if every > 0 {
+					if wait := next.Sub(t0); wait > 0 {
+						time.Sleep(wait)
+					}
+					t0, next = next, next.Add(every)
+				}
 				if !t0.Before(end) {
 					return
 				}
