@@ -19,6 +19,7 @@ const cgroupRoot = "/sys/fs/cgroup"
 // cgroup is the set of cgroup directories made for one sandbox.
 type cgroup struct {
 	dirs []string
+	v1   bool
 }
 
 // probeCgroups says which cgroup version is mounted, which of the
@@ -165,7 +166,7 @@ func cgroupName() string {
 }
 
 func cgroupV1(r Resources) (*cgroup, error) {
-	cg := &cgroup{}
+	cg := &cgroup{v1: true}
 	name := cgroupName()
 	type setting struct{ file, value string }
 	var plan []struct {
@@ -241,6 +242,30 @@ func cgroupV2(r Resources) (*cgroup, error) {
 		return nil, err
 	}
 	return cg, nil
+}
+
+// enterThread moves the calling thread alone into every (v1) cgroup, so
+// that a process it forks is born in them. A thread that moves itself
+// needs no lock on every thread group in the system, which moving another
+// process (join) takes, waiting for an RCU grace period: milliseconds.
+// The thread must be locked (runtime.LockOSThread), and call leaveThread
+// once it has forked.
+func (cg *cgroup) enterThread() error {
+	for _, d := range cg.dirs {
+		if err := os.WriteFile(filepath.Join(d, "tasks"), []byte("0"), 0); err != nil {
+			cg.leaveThread()
+			return fmt.Errorf("cgroup %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// leaveThread moves the calling thread back to its process's cgroups.
+func (cg *cgroup) leaveThread() {
+	for _, d := range cg.dirs {
+		home := filepath.Dir(d) // the sandbox's cgroup is made in this process's
+		os.WriteFile(filepath.Join(home, "tasks"), []byte("0"), 0)
+	}
 }
 
 // join moves pid (with its threads) into every cgroup.

@@ -85,6 +85,13 @@ func pid1(began int64) {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGTSTP)
 
+	if cfg.AwaitCgroups {
+		if typ, _, _, err := recvMsg(ctlFD); err != nil || typ != msgJoined {
+			os.Exit(125) // the parent reports why
+		}
+		tr.Mark("in cgroups")
+	}
+
 	var stdio *os.File
 	if cfg.Spec.TTY {
 		master, slave, err := openPTY(cfg.Winsize)

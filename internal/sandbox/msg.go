@@ -12,6 +12,8 @@ import (
 // child). One message a packet; its first byte is its type:
 //
 //	parent → init  'S' initConfig (JSON), with the idmapped mount fds
+//	parent → init  'J' init is in its cgroups (when AwaitCgroups): it may
+//	                   start the command
 //	init → parent  'T' with one fd: the master of the command's new pty
 //	init → parent  'O' the command started
 //	init → parent  'F' stageFailure (JSON): a stage failed; init exits
@@ -25,6 +27,7 @@ import (
 // stageFailure, or nothing when execve closes the pipe.
 const (
 	msgSpec    = 'S'
+	msgJoined  = 'J'
 	msgOK      = 'O'
 	msgFail    = 'F'
 	msgEgress  = 'E'
@@ -40,6 +43,9 @@ type initConfig struct {
 	IDMapped []int         // indexes into Spec.Write of the mount fds sent along, in order
 	Winsize  *unix.Winsize // with Spec.TTY: the size of the user's terminal
 	Trace    int64         // the start trace's origin (CLOCK_MONOTONIC ns); 0: no trace
+	// AwaitCgroups: the parent moves init into its cgroups after sending
+	// this, and sends 'J' when it has; init starts nothing before.
+	AwaitCgroups bool
 }
 
 type stageFailure struct {

@@ -126,7 +126,9 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	var prep sync.WaitGroup
 	var resErr, idmapErr error
 	var idmapFDs, idmapped []int
+	cgReady := make(chan struct{})
 	prep.Go(func() {
+		defer close(cgReady)
 		sb.cg, sb.Resources, resErr = prepareResources(s.Resources, s.Require, host)
 		tr.Mark("cgroups made")
 	})
@@ -191,10 +193,28 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	}
 	// Pdeathsig fires when the thread that started the child exits, so
 	// start it from a thread that lives until the child is reaped.
+	// With cgroup v1, this thread moves itself into the sandbox's cgroups
+	// to start the child, which is born in them.
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := sb.cmd.Start(); err != nil {
+		<-cgReady
+		if resErr != nil {
+			started <- resErr
+			return
+		}
+		cg := sb.cg
+		if cg != nil && cg.v1 {
+			if err := cg.enterThread(); err != nil {
+				started <- &StageError{Stage: "cgroups", Err: err, Code: 125}
+				return
+			}
+		}
+		err := sb.cmd.Start()
+		if cg != nil && cg.v1 {
+			cg.leaveThread()
+		}
+		if err != nil {
 			started <- err
 			return
 		}
@@ -202,6 +222,13 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 		sb.waitc <- sb.cmd.Wait()
 	}()
 	if err := <-started; err != nil {
+		var se *StageError
+		switch {
+		case err == resErr:
+			return nil, &StageError{Stage: "cgroups", Err: err, Code: 125}
+		case errors.As(err, &se):
+			return nil, se
+		}
 		return nil, &StageError{Stage: "namespaces", Err: namespaceError(err), Code: 125}
 	}
 	child.Close()
@@ -213,26 +240,42 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 		cfg.Winsize = sb.tty.winsize()
 	}
 	prep.Wait()
-	// Resources: the child joins its cgroups before it does anything;
-	// without them, the last stage sets rlimits.
 	if resErr != nil {
 		return nil, &StageError{Stage: "cgroups", Err: resErr, Code: 125}
 	}
-	if sb.cg != nil {
-		if err := sb.cg.join(pid); err != nil {
-			return nil, &StageError{Stage: "cgroups", Err: err, Code: 125}
-		}
-	}
-	cfg.Rlimits = sb.cg == nil && s.Resources != (Resources{})
 	if idmapErr != nil {
 		return nil, &StageError{Stage: "mounts", Err: idmapErr, Code: 125}
 	}
+	// Without cgroups, the last stage sets rlimits.
+	cfg.Rlimits = sb.cg == nil && s.Resources != (Resources{})
 	cfg.IDMapped = idmapped
-	tr.Mark("resources joined")
+	cfg.AwaitCgroups = sb.cg != nil && !sb.cg.v1
 	if err := sendMsg(sb.ctl, msgSpec, cfg, idmapFDs...); err != nil {
 		return nil, &StageError{Stage: "start", Err: fmt.Errorf("send the spec to the sandbox: %w", err), Code: 125}
 	}
 	tr.Mark("spec sent")
+	// With cgroup v2, PID 1 builds the sandbox while it is moved into its
+	// cgroups (moving a process waits for an RCU grace period:
+	// milliseconds), and starts nothing until told that it is in them.
+	if cfg.AwaitCgroups {
+		err := sb.cg.join(pid)
+		if err == nil {
+			err = sendMsg(sb.ctl, msgJoined, nil)
+		}
+		if err != nil {
+			// A stage that failed meanwhile is the better report.
+			sb.cmd.Process.Kill()
+			if typ, body, _, rerr := recvMsg(sb.ctl); rerr == nil && typ == msgFail {
+				var f stageFailure
+				if json.Unmarshal(body, &f) == nil {
+					sb.reap()
+					return nil, &StageError{Stage: f.Stage, Err: errors.New(f.Err), Code: f.Code}
+				}
+			}
+			return nil, &StageError{Stage: "cgroups", Err: err, Code: 125}
+		}
+		tr.Mark("cgroups joined")
+	}
 
 	// The first reply says whether the command started; with a TTY, the
 	// pty's master comes first.
