@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -49,6 +50,10 @@ const (
 // pid1 is the sandbox's init: the stages "mounts", "network" and "start",
 // then a reaper that forwards signals and exits with the command's status.
 func pid1(began int64) {
+	// The main thread stays this goroutine's: the command's restrictions
+	// are made on another (forkCommand), never on the thread that others
+	// see as PID 1.
+	runtime.LockOSThread()
 	unix.CloseOnExec(ctlFD)
 	typ, body, fds, err := recvMsg(ctlFD)
 	if err != nil || typ != msgSpec {
@@ -161,10 +166,90 @@ func failInit(stage string, err error, code int) {
 	os.Exit(code)
 }
 
-// startLastStage starts the moat binary again as the last stage, with the
+// startLastStage runs the last stage and starts the command. Without
+// rlimits to set, it runs on a thread of PID 1 (forkCommand); rlimits
+// belong to the whole process, so then the moat binary is executed again
+// as the last stage (execLastStage), whose only job that is.
+func startLastStage(cfg *initConfig, stdio *os.File, tr *Trace) (int, error) {
+	if cfg.Rlimits {
+		return execLastStage(cfg, stdio, tr)
+	}
+	return forkCommand(cfg, stdio, tr)
+}
+
+// lastStageAttr is how the command is started: in its own session, so it
+// has no controlling terminal of moat's and TIOCSTI cannot reach the
+// user's terminal; with a TTY, the new one (standard input) is its own.
+func lastStageAttr(cfg *initConfig) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setsid: true, Setctty: cfg.Spec.TTY, Ctty: 0}
+}
+
+// forkCommand runs the last stage's steps on a new thread of PID 1 that
+// exists for nothing else, and forks the command from it. Every
+// restriction the steps make is the thread's own (no_new_privs, the
+// capability sets and securebits, the Landlock domain, the seccomp filter
+// loaded without TSYNC) and a forked child inherits its parent thread's:
+// so the command starts with all of them, PID 1's other threads keep what
+// the forwarder needs, and no second Go runtime has to start. The thread
+// is never handed back to the Go scheduler: its goroutine ends locked, so
+// the thread exits with it. It is never the main thread (which pid1
+// keeps), so PID 1 as others see it is not in the command's Landlock
+// domain.
+func forkCommand(cfg *initConfig, stdio *os.File, tr *Trace) (int, error) {
+	type result struct {
+		pid int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked
+		if unix.Gettid() == unix.Getpid() {
+			done <- result{err: errors.New("the last stage would run on PID 1's main thread")}
+			return
+		}
+		c := *cfg
+		c.oneThread = true
+		s := &c.Spec
+		path, err := lookPath(s.Argv[0], s.Env)
+		if err != nil {
+			done <- result{err: &StageError{Stage: "exec", Err: err, Code: 127}}
+			return
+		}
+		for _, st := range lastStageSteps {
+			if err := st.fn(&c); err != nil {
+				done <- result{err: &StageError{Stage: st.name, Err: err, Code: 125}}
+				return
+			}
+			tr.Mark(st.name)
+		}
+		cmd := &exec.Cmd{Path: path, Args: s.Argv, Env: s.Env,
+			Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, SysProcAttr: lastStageAttr(&c)}
+		if stdio != nil {
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio, stdio, stdio
+		}
+		if err := cmd.Start(); err != nil {
+			var errno syscall.Errno
+			if !errors.As(err, &errno) {
+				done <- result{err: &StageError{Stage: "exec", Err: err, Code: 126}}
+				return
+			}
+			code := 126
+			if errno == unix.ENOENT {
+				code = 127
+			}
+			done <- result{err: &StageError{Stage: "exec", Err: fmt.Errorf("%s: %w", s.Argv[0], errno), Code: code}}
+			return
+		}
+		done <- result{pid: cmd.Process.Pid}
+	}()
+	r := <-done
+	return r.pid, r.err
+}
+
+// execLastStage starts the moat binary again as the last stage, with the
 // config on a pipe, and waits until it has executed the command (its
 // failure pipe closes) or reported a failure.
-func startLastStage(cfg *initConfig, stdio *os.File, tr *Trace) (int, error) {
+func execLastStage(cfg *initConfig, stdio *os.File, tr *Trace) (int, error) {
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -174,16 +259,14 @@ func startLastStage(cfg *initConfig, stdio *os.File, tr *Trace) (int, error) {
 		return 0, err
 	}
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
-		Args:       []string{ExecArg},
-		Env:        []string{},
-		Stdin:      os.Stdin,
-		Stdout:     os.Stdout,
-		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{cfgR, failW},
-		// Its own session: no controlling terminal of moat's, so TIOCSTI
-		// cannot reach the user's terminal; with a TTY, the new one.
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Setctty: cfg.Spec.TTY, Ctty: 0},
+		Path:        "/proc/self/exe",
+		Args:        []string{ExecArg},
+		Env:         []string{},
+		Stdin:       os.Stdin,
+		Stdout:      os.Stdout,
+		Stderr:      os.Stderr,
+		ExtraFiles:  []*os.File{cfgR, failW},
+		SysProcAttr: lastStageAttr(cfg),
 	}
 	if stdio != nil {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio, stdio, stdio

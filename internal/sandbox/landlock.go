@@ -54,6 +54,9 @@ func restrictPaths(cfg *initConfig) error {
 		return nil // no Landlock here; Start refused already if the policy requires it
 	}
 	defer unix.Close(fd)
+	if cfg.oneThread {
+		flags &^= llsys.FlagRestrictSelfTSync // this thread's domain, not PID 1's
+	}
 	if err := llsys.LandlockRestrictSelf(fd, flags); err != nil {
 		return fmt.Errorf("restrict self: %w", err)
 	}

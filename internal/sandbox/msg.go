@@ -46,6 +46,8 @@ type initConfig struct {
 	// AwaitCgroups: the parent moves init into its cgroups after sending
 	// this, and sends 'J' when it has; init starts nothing before.
 	AwaitCgroups bool
+
+	oneThread bool // the steps run on a thread of PID 1: restrict that thread only (not sent)
 }
 
 type stageFailure struct {

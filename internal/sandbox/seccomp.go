@@ -130,7 +130,8 @@ func knownSyscalls(info *arch.Info, names []string) []string {
 	return out
 }
 
-// loadSeccomp installs the filter on every thread (TSYNC); no_new_privs
+// loadSeccomp installs the filter on every thread (TSYNC), or on this
+// thread only when the command is forked from it (oneThread); no_new_privs
 // is already set.
 func loadSeccomp(cfg *initConfig) error {
 	if _, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0); err != nil {
@@ -145,7 +146,11 @@ func loadSeccomp(cfg *initConfig) error {
 		filter[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
 	}
 	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	flags := uintptr(unix.SECCOMP_FILTER_FLAG_TSYNC)
+	if cfg.oneThread {
+		flags = 0
+	}
+	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&fprog)))
 	switch {
 	case errno != 0:
 		return fmt.Errorf("load the filter: %w", errno)

@@ -91,7 +91,7 @@ func TestTTY(t *testing.T) {
 	master, slave := openPTY(t)
 	defer master.Close()
 	unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 30, Col: 100})
-	script := `import fcntl, os, signal, sys, termios, struct
+	script := `import fcntl, os, select, signal, sys, termios, struct
 def size():
     r, c = struct.unpack("hh", fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 4))
     return "%dx%d" % (r, c)
@@ -101,8 +101,13 @@ try:
 except OSError as e:
     print("tiocsti-errno", e.errno, flush=True)
 
-signal.signal(signal.SIGWINCH, lambda *a: print("winch", size(), flush=True))
+# The handler writes unbuffered (a print in a handler that interrupts a
+# print fails: reentrant BufferedWriter), and the main loop wakes up
+# often, so a signal that comes between print and read is handled now.
+signal.signal(signal.SIGWINCH, lambda *a: os.write(1, ("winch %s\n" % size()).encode()))
 print("ready", flush=True)
+while not select.select([0], [], [], 0.05)[0]:
+    pass
 line = sys.stdin.readline()
 print("read", line.strip(), flush=True)
 `
