@@ -92,9 +92,22 @@ func sendMsg(fd int, typ byte, v any, fds ...int) error {
 
 // recvMsg reads one message; a closed peer gives io.EOF-like errEOF.
 func recvMsg(fd int) (typ byte, body []byte, fds []int, err error) {
-	buf := make([]byte, maxMsgSize)
-	oob := make([]byte, unix.CmsgSpace(64*4))
+	// The packet's size first (MSG_PEEK|MSG_TRUNC returns it whole), so
+	// that a message takes its size, not maxMsgSize: a 4 MiB buffer for
+	// each message would cost every new process a garbage collection.
 	var n, oobn int
+	var peek [1]byte
+	for {
+		n, _, err = unix.Recvfrom(fd, peek[:], unix.MSG_PEEK|unix.MSG_TRUNC)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	buf := make([]byte, max(min(n, maxMsgSize), 1))
+	oob := make([]byte, unix.CmsgSpace(64*4))
 	for {
 		n, oobn, _, _, err = unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if err != unix.EINTR {
