@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Start-up cost of `moat run` against bare `true`, bwrap, unshare and
 # sandbox-runtime's srt, and file-I/O overhead inside moat, with hyperfine
-# in one run. Writes bench/RESULTS-run.md.
+# in one run, and where moat's start-up time goes (MOAT_TRACE_START=1,
+# the median of each step). Writes bench/RESULTS-run.md.
 #   bench/run-startup.sh [--quick]
+#   MOAT_COMPARE=/path/to/another/moat bench/run-startup.sh   # adds its row
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=20
 [ "${1:-}" = "--quick" ] && runs=5
 command -v hyperfine >/dev/null || { echo "run-startup: hyperfine is missing (apt-get install hyperfine)" >&2; exit 1; }
 
+load_before=$(cut -d" " -f1-3 /proc/loadavg)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 go build -o "$work/moat" ./cmd/moat
@@ -20,6 +23,11 @@ moat="$work/moat run -q --audit $work/audit.jsonl --"
 
 cmds=(-n "true" "true" -n "moat run -- true" "$moat true")
 notes=()
+if [ -n "${MOAT_COMPARE:-}" ]; then
+	cp "$MOAT_COMPARE" "$work/moat-compare"
+	cmds+=(-n "moat run -- true (MOAT_COMPARE)" "$work/moat-compare run -q --audit $work/audit.jsonl -- true")
+	notes+=("MOAT_COMPARE: $("$work/moat-compare" version 2>/dev/null || echo "$MOAT_COMPARE")")
+fi
 if command -v bwrap >/dev/null; then
 	cmds+=(-n "bwrap (ro root, all namespaces, cap-drop ALL)" "bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --unshare-all --cap-drop ALL --die-with-parent --new-session true")
 else
@@ -41,6 +49,21 @@ fi
 
 hyperfine -N --warmup 3 --runs "$runs" --export-markdown "$work/startup.md" "${cmds[@]}" >&2
 
+# Where the time goes: each step's offset from moat's first mark, median
+# of the runs (MOAT_TRACE_START=1; docs/sandbox.md).
+for _ in $(seq "$runs"); do
+	MOAT_TRACE_START=1 $moat true 2>&1 >/dev/null | grep '^moat: trace:' || true
+done >"$work/trace.txt"
+awk '{ ms = $3; who = $6; step = $7; for (i = 8; i <= NF; i++) step = step " " $i
+	key = who " | " step; if (!(key in n)) order[++k] = key; v[key, ++n[key]] = ms }
+END { print "| process | step | median ms from start |"; print "|:---|:---|---:|"
+	for (j = 1; j <= k; j++) { key = order[j]; m = n[key]
+		for (a = 1; a <= m; a++) s[a] = v[key, a] + 0
+		for (a = 2; a <= m; a++) { x = s[a]; b = a - 1; while (b > 0 && s[b] > x) { s[b + 1] = s[b]; b-- } s[b + 1] = x }
+		med = (m % 2) ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2
+		split(key, p, " \\| "); printf "| %s | %s | %.2f |\n", p[1], p[2], med } }' "$work/trace.txt" |
+	sort -t'|' -k4 -n -s >"$work/trace.md"
+
 # File I/O: open, fstat and close one file 100,000 times.
 cat >"$work/ws/io.py" <<'PY'
 import os
@@ -58,11 +81,17 @@ out="$OLDPWD/bench/RESULTS-run.md"
 	echo "# moat run: start-up and file-I/O overhead"
 	echo
 	echo "Measured by \`bench/run-startup.sh\` on $(uname -r), $(nproc) cores, $(date -u +%Y-%m-%d); hyperfine -N, $runs runs, 3 warm-ups."
-	echo "moat runs the default profile (cgroups when root: each run creates and removes them). Load average at the end: $(cut -d" " -f1-3 /proc/loadavg) (other benchmarks shared the machine when this was taken: compare ratios within one run only)."
+	echo "moat runs the default profile (cgroups when root: each run creates and removes them). Load average before: $load_before; at the end: $(cut -d" " -f1-3 /proc/loadavg) (1, 5, 15 minutes; above 0.5 on this machine, other work shared it: compare ratios within one run only)."
 	echo
 	echo "## Start-up: \`CMD true\`"
 	echo
 	cat "$work/startup.md"
+	echo
+	echo "## Where moat's start-up goes (\`MOAT_TRACE_START=1\`, median of $runs runs)"
+	echo
+	echo "moat: the parent; init: the sandbox's PID 1 (its first line, \`started\`, is when its Go runtime reached sandbox.Init); the last stage's steps run on a thread of PID 1."
+	echo
+	cat "$work/trace.md"
 	echo
 	echo "## File I/O: open/fstat/close 100,000 times (python3)"
 	echo
