@@ -141,6 +141,9 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 		return exitConfig
 	}
 	spec.AllowUnixSockets = allowUnix
+	if spec.Egress {
+		notes = append(notes, prepareClaudeState(e.getenv("HOME"), pol, rn.Placeholders)...)
+	}
 	notes = append(notes, cnotes...)
 	tr.Mark("compile")
 
