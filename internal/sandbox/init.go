@@ -52,8 +52,10 @@ const (
 func pid1(began int64) {
 	// The main thread stays this goroutine's: the command's restrictions
 	// are made on another (forkCommand), never on the thread that others
-	// see as PID 1.
+	// see as PID 1. That thread is started now, so that it exists by the
+	// time the sandbox is built.
 	runtime.LockOSThread()
+	thread := newCommandThread()
 	unix.CloseOnExec(ctlFD)
 	typ, body, fds, err := recvMsg(ctlFD)
 	if err != nil || typ != msgSpec {
@@ -109,7 +111,7 @@ func pid1(began int64) {
 		unix.Close(master)
 		stdio = os.NewFile(uintptr(slave), "pty")
 	}
-	pid, err := startLastStage(&cfg, stdio, tr)
+	pid, err := startLastStage(&cfg, stdio, tr, thread)
 	if stdio != nil {
 		stdio.Close()
 	}
@@ -133,7 +135,9 @@ func pid1(began int64) {
 			unix.Kill(pid, s.(syscall.Signal))
 		}
 	}()
-	os.Exit(reapUntil(pid))
+	status := reapUntil(pid)
+	tr.Mark("command exited")
+	os.Exit(status)
 }
 
 // reapUntil reaps every child (orphans are re-parented to PID 1) until
@@ -170,11 +174,26 @@ func failInit(stage string, err error, code int) {
 // rlimits to set, it runs on a thread of PID 1 (forkCommand); rlimits
 // belong to the whole process, so then the moat binary is executed again
 // as the last stage (execLastStage), whose only job that is.
-func startLastStage(cfg *initConfig, stdio *os.File, tr *Trace) (int, error) {
+func startLastStage(cfg *initConfig, stdio *os.File, tr *Trace, thread chan<- func()) (int, error) {
 	if cfg.Rlimits {
+		close(thread) // unused: it exits
 		return execLastStage(cfg, stdio, tr)
 	}
-	return forkCommand(cfg, stdio, tr)
+	return forkCommand(cfg, stdio, tr, thread)
+}
+
+// newCommandThread starts a goroutine locked to a new thread, which runs
+// the one function sent to it, or nothing if the channel is closed, and
+// then exits with the thread.
+func newCommandThread() chan<- func() {
+	job := make(chan func(), 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if f, ok := <-job; ok {
+			f()
+		}
+	}()
+	return job
 }
 
 // lastStageAttr is how the command is started: in its own session, so it
@@ -184,8 +203,9 @@ func lastStageAttr(cfg *initConfig) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setsid: true, Setctty: cfg.Spec.TTY, Ctty: 0}
 }
 
-// forkCommand runs the last stage's steps on a new thread of PID 1 that
-// exists for nothing else, and forks the command from it. Every
+// forkCommand runs the last stage's steps on a thread of PID 1 that
+// exists for nothing else (newCommandThread), and forks the command from
+// it. Every
 // restriction the steps make is the thread's own (no_new_privs, the
 // capability sets and securebits, the Landlock domain, the seccomp filter
 // loaded without TSYNC) and a forked child inherits its parent thread's:
@@ -195,14 +215,13 @@ func lastStageAttr(cfg *initConfig) *syscall.SysProcAttr {
 // the thread exits with it. It is never the main thread (which pid1
 // keeps), so PID 1 as others see it is not in the command's Landlock
 // domain.
-func forkCommand(cfg *initConfig, stdio *os.File, tr *Trace) (int, error) {
+func forkCommand(cfg *initConfig, stdio *os.File, tr *Trace, thread chan<- func()) (int, error) {
 	type result struct {
 		pid int
 		err error
 	}
 	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked
+	thread <- func() {
 		if unix.Gettid() == unix.Getpid() {
 			done <- result{err: errors.New("the last stage would run on PID 1's main thread")}
 			return
@@ -241,7 +260,7 @@ func forkCommand(cfg *initConfig, stdio *os.File, tr *Trace) (int, error) {
 			return
 		}
 		done <- result{pid: cmd.Process.Pid}
-	}()
+	}
 	r := <-done
 	return r.pid, r.err
 }
