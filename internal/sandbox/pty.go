@@ -92,10 +92,11 @@ func (t *ttyRelay) start() {
 		raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
 		unix.IoctlSetTermios(int(t.in.Fd()), unix.TCSETS, &raw)
 	}
-	t.winch = make(chan os.Signal, 4)
-	signal.Notify(t.winch, syscall.SIGWINCH)
+	winch := make(chan os.Signal, 4) // close clears t.winch
+	t.winch = winch
+	signal.Notify(winch, syscall.SIGWINCH)
 	go func() {
-		for range t.winch {
+		for range winch {
 			if ws, err := unix.IoctlGetWinsize(int(t.in.Fd()), unix.TIOCGWINSZ); err == nil {
 				unix.IoctlSetWinsize(int(t.master.Fd()), unix.TIOCSWINSZ, ws)
 			}

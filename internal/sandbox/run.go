@@ -118,11 +118,12 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 		exe = "/proc/self/exe"
 	}
 
-	// What needs no child is prepared while the child starts: the
-	// cgroups (joined below, before the child is sent its spec, so before
-	// anything runs in the sandbox) and, as root, the idmapped copies of
-	// the writable paths the agent's host identity does not own (they
-	// need the host's privilege; PID 1 attaches them).
+	// What needs no child is prepared at once, in parallel: the cgroups
+	// (the child is started in them, or moved into them before it starts
+	// the command) and, as root, the idmapped copies of the writable paths
+	// the agent's host identity does not own (they need the host's
+	// privilege; PID 1 attaches them), which are ready while the child
+	// starts.
 	var prep sync.WaitGroup
 	var resErr, idmapErr error
 	var idmapFDs, idmapped []int
@@ -305,9 +306,9 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	if sb.tty != nil {
 		sb.tty.start()
 	}
-	if sb.sigs != nil {
+	if sigs := sb.sigs; sigs != nil { // cleanup clears the field
 		go func() {
-			for sig := range sb.sigs {
+			for sig := range sigs {
 				sb.Signal(sig)
 			}
 		}()

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"io"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,11 +16,13 @@ import (
 // Times are CLOCK_MONOTONIC offsets from the trace's origin (the same
 // clock in every namespace), so the lines of moat and of the sandbox's
 // processes (PID 1 "init", the last stage "exec") merge by time. A nil
-// *Trace prints nothing and costs one comparison.
+// *Trace prints nothing and costs one comparison. It is safe for
+// concurrent use.
 type Trace struct {
 	w        io.Writer
 	who      string
-	t0, last int64 // nanoseconds
+	mu       sync.Mutex
+	t0, last int64 // nanoseconds; last is guarded by mu
 }
 
 // NewTrace starts a trace at now, written to w.
@@ -58,6 +61,8 @@ func (tr *Trace) Mark(step string) {
 }
 
 func (tr *Trace) markAt(step string, now int64) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
 	b := make([]byte, 0, 80)
 	b = append(b, "moat: trace: "...)
 	b = appendMS(b, now-tr.t0, 8)
