@@ -239,6 +239,12 @@ func (rep *report) markdown() string {
 	p("- Go: %s; moat: %s; mitmproxy: %s\n", rep.Go, orNA(rep.MoatRev), orNA(rep.Mitmproxy))
 	p("- Command: `%s`\n", rep.Command)
 	p("- Load average (1, 5, 15 min) before the run: %s; after: %s\n\n", rep.LoadBefore, rep.LoadAfter)
+	if busy(rep.LoadBefore) || busy(rep.LoadAfter) {
+		p("> **The machine was busy with other work during this run** (load average above half its %d cores): every latency,\n", runtime.NumCPU())
+		p("> the p99s above all, is inflated by waiting for a core, and more so for a proxy's extra hops than for a direct\n")
+		p("> connection. Requests/s ratios and CPU per request hold up better. Rerun on a quiet machine before judging the\n")
+		p("> latency bar.\n\n")
+	}
 
 	p("## What is measured\n\n")
 	p("An HTTPS upstream on 127.0.0.1 (Go, ECDSA P-256 certificate from a CA made for the run) answers 1 KiB to a request that\n")
@@ -344,6 +350,15 @@ func loadavg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], ", ")
+}
+
+// busy reports whether a loadavg string's 1-minute load exceeds half the cores.
+func busy(load string) bool {
+	var l float64
+	if _, err := fmt.Sscanf(load, "%g", &l); err != nil {
+		return false
+	}
+	return l > float64(runtime.NumCPU())/2
 }
 
 // machine describes the CPU, cores, memory and kernel.
