@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -86,6 +87,17 @@ func resolveWord(w Word, env pathEnv) (target, bool) {
 		full = escapeGlob(env.base()) + "/" + g
 	}
 	t := target{word: w}
+	if env.baseSegs != nil && w.Known() && !w.Tilde && w.Value != "." && w.Value != ".." && strings.IndexByte(w.Value, '/') < 0 {
+		// A name in the directory the command runs in: the directory's
+		// segments, computed once, and the name.
+		b := env.base()
+		t.abs = b + "/" + w.Value
+		if b == "/" {
+			t.abs = b + w.Value
+		}
+		t.segs = append(env.baseSegs[:len(env.baseSegs):len(env.baseSegs)], escapeGlob(w.Value))
+		return t, true
+	}
 	if w.Known() && (env.dir != unknownDir || w.Tilde || strings.HasPrefix(g, "/")) {
 		t.abs = path.Clean(cleanJoin(env.base(), expandTilde(w, env)))
 		t.segs = splitPath(escapeGlob(t.abs))
@@ -251,7 +263,16 @@ func exemptWrite(v string) bool {
 	return strings.HasPrefix(v, "/dev/fd/")
 }
 
-var deviceRe = regexp.MustCompile(`^/dev/(sd[a-z]|hd[a-z]|vd[a-z]|xvd[a-z]|nvme\d|mmcblk\d|disk\d|md\d|dm-\d|mapper/|loop\d|mem$|kmem$|port$)`)
+// The regular expressions are compiled on first use, not at start-up: the
+// hook is a process per tool call, and most calls need none of them.
+var deviceRe = lazyRegexp(`^/dev/(sd[a-z]|hd[a-z]|vd[a-z]|xvd[a-z]|nvme\d|mmcblk\d|disk\d|md\d|dm-\d|mapper/|loop\d|mem$|kmem$|port$)`)
+
+// isDevice reports whether a path names a disk or memory device.
+func isDevice(p string) bool { return strings.HasPrefix(p, "/dev/") && deviceRe().MatchString(p) }
+
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // writeArgs returns the arguments a command writes to (besides its
 // redirections): tee's files, cp's destination, sed -i's files …
@@ -260,6 +281,13 @@ func writeArgs(c *Command) []Word {
 		return nil
 	}
 	name := base(c.Args[0].Value)
+	switch name {
+	case "tee", "touch", "mkdir", "rmdir", "rm", "unlink", "shred", "truncate", "mkfifo", "mknod",
+		"chmod", "chown", "chgrp", "chattr", "setfacl", "cp", "mv", "install", "ln", "rsync", "scp",
+		"dd", "sed", "curl", "wget", "sort":
+	default:
+		return nil // writes nothing through its arguments
+	}
 	args := c.Args[1:]
 	var pos []Word
 	var afterDashDash bool
@@ -359,7 +387,7 @@ func (f *finder) add(w Word, cat string, sev Severity, format string, args ...an
 	f.out = append(f.out, Finding{Category: cat, Severity: sev, Reason: fmt.Sprintf(format, args...), Pos: posString(w.Pos)})
 }
 
-var fetchRe = regexp.MustCompile(`(^|[\s;&|(` + "`" + `])(curl|wget|fetch|aria2c|nc|ncat|socat|http|https|xh|lwp-request|GET)(\s|$)`)
+var fetchRe = lazyRegexp(`(^|[\s;&|(` + "`" + `])(curl|wget|fetch|aria2c|nc|ncat|socat|http|https|xh|lwp-request|GET)(\s|$)`)
 
 // commandFindings analyses one command.
 func (f *finder) commandFindings(c *Command, reads, writes []target) {
@@ -396,8 +424,9 @@ func (f *finder) commandFindings(c *Command, reads, writes []target) {
 			// see the whole glob).
 			t.segs = t.segs[:len(t.segs)-1]
 		}
+		sens := f.sensitive()
 		for i, s := range sensitivePaths {
-			if matchTarget(f.sensitiveSegs(i), t) {
+			if sens[i].match(t) {
 				f.add(t.word, CatSensitiveRead, High, "reads %s (%s)", shown(t.word), s.what)
 				break
 			}
@@ -425,7 +454,7 @@ func (f *finder) commandFindings(c *Command, reads, writes []target) {
 		f.add(c.Args[0], CatDestructive, Critical, "%s rewrites a disk or partition", name)
 	case "dd":
 		for _, a := range args {
-			if v, ok := strings.CutPrefix(a.Value, "of="); ok && deviceRe.MatchString(v) {
+			if v, ok := strings.CutPrefix(a.Value, "of="); ok && isDevice(v) {
 				f.add(a, CatDestructive, Critical, "dd writes to the device %s", v)
 			}
 		}
@@ -508,7 +537,7 @@ func (f *finder) commandFindings(c *Command, reads, writes []target) {
 	// Code run from a download or a decoder: bash <(curl …), sh -c "$(wget …)".
 	if shells[name] || name == "eval" || name == "source" || name == "." || isInterpreter(name) {
 		for _, a := range args {
-			if (a.Dynamic || strings.Contains(a.Src, "<(")) && fetchRe.MatchString(a.Src) {
+			if (a.Dynamic || strings.Contains(a.Src, "<(")) && fetchRe().MatchString(a.Src) {
 				f.add(a, CatRCE, Critical, "runs code downloaded by %s", strings.TrimSpace(a.Src))
 				break
 			}
@@ -568,18 +597,20 @@ func asciiFold(s string) string {
 
 func (f *finder) writeFindings(t target) {
 	v := shown(t.word)
-	if deviceRe.MatchString(v) {
+	if isDevice(v) {
 		f.add(t.word, CatDestructive, Critical, "writes to the device %s", v)
 		return
 	}
+	pers := f.persistence()
 	for i, p := range persistencePaths {
-		if matchTarget(f.persistSegs(i), t) {
+		if pers[i].match(t) {
 			f.add(t.word, CatPersistence, High, "writes %s (%s), which run later", v, p.what)
 			return
 		}
 	}
-	for _, d := range systemDirs {
-		if matchTarget(splitPath(d), t) {
+	sys := f.system()
+	for i, d := range systemDirs {
+		if sys[i].match(t) {
 			f.add(t.word, CatSystem, High, "writes under %s", d)
 			return
 		}
@@ -657,7 +688,7 @@ func (f *finder) rm(c *Command, name string, args []Word) {
 			f.add(a, CatDestructive, High, "%s -r of %s, a path known only when it runs", name, a.Src)
 			return
 		}
-		if name == "shred" && deviceRe.MatchString(a.Value) {
+		if name == "shred" && isDevice(a.Value) {
 			f.add(a, CatDestructive, Critical, "shred overwrites the device %s", a.Value)
 			return
 		}
@@ -898,7 +929,7 @@ func (f *finder) docker(c *Command, name string, vals []string, args []Word) {
 	}
 }
 
-var urlPkgRe = regexp.MustCompile(`^(https?://|git\+|git://|ssh://|github:|gitlab:|bitbucket:|file:)`)
+var urlPkgRe = lazyRegexp(`^(https?://|git\+|git://|ssh://|github:|gitlab:|bitbucket:|file:)`)
 
 func (f *finder) pkgURL(c *Command, name string, args []Word) {
 	vals := make([]string, 0, len(args)+1)
@@ -923,7 +954,7 @@ func (f *finder) pkgURL(c *Command, name string, args []Word) {
 			f.add(c.Args[0], CatPackageURL, High, "cargo install --git installs code from %s", rest[i+2])
 			return
 		}
-		if urlPkgRe.MatchString(v) || strings.Contains(v, "://") {
+		if urlPkgRe().MatchString(v) || strings.Contains(v, "://") {
 			f.add(c.Args[0], CatPackageURL, High, "%s %s installs a package from %s, outside the registry", name, sub, v)
 			return
 		}
@@ -968,16 +999,41 @@ func shown(w Word) string {
 	return strings.ReplaceAll(w.Value, string(wild), "…")
 }
 
-func (f *finder) sensitiveSegs(i int) []string {
-	if f.env.segs != nil && f.env.segs.sensitive != nil {
-		return f.env.segs.sensitive[i]
+// sensitive, persistence and system return the built-in globs placed in
+// the finder's directories: from the engine's cache when there is one.
+func (f *finder) sensitive() []placedGlob {
+	if f.env.segs != nil {
+		return f.env.segs.sensitive
 	}
-	return computeGlobSegs(sensitivePaths[i].glob, f.env)
+	return placeGlobs(sensitivePaths, f.env)
 }
 
-func (f *finder) persistSegs(i int) []string {
-	if f.env.segs != nil && f.env.segs.persist != nil {
-		return f.env.segs.persist[i]
+func (f *finder) persistence() []placedGlob {
+	if f.env.segs != nil {
+		return f.env.segs.persist
 	}
-	return computeGlobSegs(persistencePaths[i].glob, f.env)
+	return placeGlobs(persistencePaths, f.env)
+}
+
+func (f *finder) system() []placedGlob {
+	if f.env.segs != nil {
+		return f.env.segs.system
+	}
+	return placeSystemDirs()
+}
+
+func placeGlobs(list []struct{ glob, what string }, env pathEnv) []placedGlob {
+	out := make([]placedGlob, len(list))
+	for i, g := range list {
+		out[i] = placeGlob(computeGlobSegs(g.glob, env))
+	}
+	return out
+}
+
+func placeSystemDirs() []placedGlob {
+	out := make([]placedGlob, len(systemDirs))
+	for i, d := range systemDirs {
+		out[i] = placeGlob(splitPath(d))
+	}
+	return out
 }

@@ -73,8 +73,15 @@ func canonicalArgs(vals []string) []string {
 	if len(vals) == 0 {
 		return nil
 	}
-	out := make([]string, 0, len(vals))
 	prog := base(vals[0])
+	if prog == vals[0] && (prog != "git" || len(vals) == 1 || !strings.HasPrefix(vals[1], "-")) {
+		if m := subcommandAliases[prog]; m == nil || len(vals) == 1 {
+			return vals // already canonical; callers only read the result
+		} else if _, ok := m[vals[1]]; !ok {
+			return vals
+		}
+	}
+	out := make([]string, 0, len(vals))
 	out = append(out, prog)
 	rest := vals[1:]
 	if prog == "git" {

@@ -48,10 +48,16 @@ var DefaultSeverity = map[Severity]policy.Verdict{Critical: policy.Deny, High: p
 type Engine struct {
 	deny, ask, allow []Rule
 	opt              Options
+	// bash and paths hold, per list (deny, ask), the rules that can match
+	// a Bash command (matchTool("Bash")) and the Read and Edit path rules,
+	// in list order: decideCommand looks at nothing else.
+	bash, paths [2][]*Rule
+	nrules      int // Rule.idx runs from 1 to nrules
 	// places caches, per working and home directory, the segments of
 	// every path rule and built-in glob; entries are immutable once stored.
 	places     sync.Map // cwd+"\x00"+home → *segCache
 	placeCount atomic.Int64
+	lastPlace  atomic.Pointer[segCache] // the last one used
 }
 
 // maxPlaces bounds the directories whose segments are cached.
@@ -59,27 +65,30 @@ const maxPlaces = 64
 
 // placed returns the precomputed segments for env's directories.
 func (e *Engine) placed(env pathEnv) *segCache {
+	if c := e.lastPlace.Load(); c != nil && c.cwd == env.cwd && c.home == env.home {
+		return c // a hook or check decides in one place
+	}
 	key := env.cwd + "\x00" + env.home
 	if c, ok := e.places.Load(key); ok {
+		e.lastPlace.Store(c.(*segCache))
 		return c.(*segCache)
 	}
-	c := &segCache{rules: map[*Rule][]string{}, globs: map[string][]string{}}
+	c := &segCache{cwd: env.cwd, home: env.home, rules: make([]placedGlob, e.nrules+1), globs: map[string][]string{}}
 	for _, list := range [][]Rule{e.deny, e.ask, e.allow} {
 		for i := range list {
-			if list[i].kind == kindPath {
-				c.rules[&list[i]] = list[i].computeSegments(env)
+			if r := &list[i]; r.kind == kindPath {
+				c.rules[r.idx] = placeGlob(r.computeSegments(env))
 			}
 		}
 	}
-	for _, g := range sensitivePaths {
-		c.sensitive = append(c.sensitive, computeGlobSegs(g.glob, env))
-	}
-	for _, g := range persistencePaths {
-		c.persist = append(c.persist, computeGlobSegs(g.glob, env))
-	}
+	c.cwdSegs = splitPath(escapeGlob(env.cwd))
+	c.sensitive = placeGlobs(sensitivePaths, env)
+	c.persist = placeGlobs(persistencePaths, env)
+	c.system = placeSystemDirs()
 	if n := e.placeCount.Add(1); n <= maxPlaces {
 		e.places.Store(key, c)
 	}
+	e.lastPlace.Store(c)
 	return c
 }
 
@@ -101,6 +110,22 @@ func New(rules []Rule, o Options) *Engine {
 			e.ask = append(e.ask, r)
 		default:
 			e.allow = append(e.allow, r)
+		}
+	}
+	for k, list := range [][]Rule{e.deny, e.ask, e.allow} {
+		for i := range list {
+			r := &list[i]
+			e.nrules++
+			r.idx = e.nrules
+			if k == 2 {
+				continue
+			}
+			if r.matchTool("Bash") && (r.kind == kindTool || r.kind == kindBash) {
+				e.bash[k] = append(e.bash[k], r)
+			}
+			if r.kind == kindPath {
+				e.paths[k] = append(e.paths[k], r)
+			}
 		}
 	}
 	return e
@@ -298,26 +323,39 @@ func (e *Engine) checkBash(src string, env pathEnv) Result {
 	// functions) is not modelled: later commands are resolved against
 	// every directory the line has moved to, and the original one.
 	dirs := []string{""}
+	base := env.withBase("")
+	var dirEnvs []pathEnv // dirs[i] as an environment, made on first need
 	for _, c := range an.cmds {
 		p := part{c: c}
-		seen := map[string]bool{}
+		if len(dirs) == 1 {
+			// One directory: nothing to merge (a duplicate target
+			// changes no decision).
+			p.reads, p.writes = e.targets(c, base)
+			f.commandFindings(c, p.reads, p.writes)
+			parts = append(parts, p)
+			if d, ok := cdTarget(c, env, ""); ok && d != "" {
+				dirs = append(dirs, d)
+			}
+			continue
+		}
 		var curReads, curWrites []target // in the directory the line is in now
-		for k, d := range dirs {
-			de := env
-			de.dir = d
-			r, w := e.targets(c, de)
+		for len(dirEnvs) < len(dirs) {
+			dirEnvs = append(dirEnvs, env.withBase(dirs[len(dirEnvs)]))
+		}
+		for k := range dirs {
+			r, w := e.targets(c, dirEnvs[k])
 			if k == len(dirs)-1 {
 				curReads, curWrites = r, w
 			}
+			// Keep the first of equal targets (a command has few: a
+			// linear search beats building keys).
 			for _, t := range r {
-				if k := strings.Join(t.segs, "/"); !seen["r"+k] {
-					seen["r"+k] = true
+				if !slices.ContainsFunc(p.reads, func(o target) bool { return slices.Equal(o.segs, t.segs) }) {
 					p.reads = append(p.reads, t)
 				}
 			}
 			for _, t := range w {
-				if k := strings.Join(t.segs, "/") + t.word.Src; !seen["w"+k] {
-					seen["w"+k] = true
+				if !slices.ContainsFunc(p.writes, func(o target) bool { return o.word.Src == t.word.Src && slices.Equal(o.segs, t.segs) }) {
 					p.writes = append(p.writes, t)
 				}
 			}
@@ -529,7 +567,11 @@ type view struct {
 func newView(args []Word) *view {
 	v := &view{args: args, vals: values(args)}
 	v.text = strings.Join(v.vals, " ")
-	v.canon = strings.Join(canonicalArgs(v.vals), " ")
+	if c := canonicalArgs(v.vals); len(c) > 0 && &c[0] == &v.vals[0] {
+		v.canon = v.text
+	} else {
+		v.canon = strings.Join(c, " ")
+	}
 	return v
 }
 
@@ -543,23 +585,16 @@ func (e *Engine) decideCommand(c *Command, env pathEnv, reads, writes []target) 
 		views = append(views, newView(c.Args))
 	}
 	shown := quoteCmd(c.Text)
-	for _, list := range []struct {
-		rules []Rule
-		v     policy.Verdict
-	}{{e.deny, policy.Deny}, {e.ask, policy.Ask}} {
-		for i := range list.rules {
-			r := &list.rules[i]
-			if !r.matchTool("Bash") {
-				continue
-			}
+	for k, v := range [2]policy.Verdict{policy.Deny, policy.Ask} {
+		for _, r := range e.bash[k] {
 			for _, vw := range views {
 				if bashMatch(r, vw) {
-					return outcome{policy.Decision{Verdict: list.v, Rule: r.Cite,
-						Reason: fmt.Sprintf("%s matches %s rule %s", quoteCmd(vw.text), list.v, r.Raw)}, true}
+					return outcome{policy.Decision{Verdict: v, Rule: r.Cite,
+						Reason: fmt.Sprintf("%s matches %s rule %s", quoteCmd(vw.text), v, r.Raw)}, true}
 				}
 			}
 		}
-		if d, ok := e.pathRules(list.rules, list.v, c, env, reads, writes); ok {
+		if d, ok := e.pathRules(e.paths[k], v, c, env, reads, writes); ok {
 			return outcome{d, true}
 		}
 	}
@@ -682,44 +717,77 @@ func (e *Engine) allowedWrite(t target, env pathEnv) bool {
 // links: a deny or ask rule matches the link or its target; an allow rule
 // must match both.
 func (e *Engine) pathCovers(r *Rule, t target, env pathEnv, all bool) bool {
-	segs := r.segments(env)
-	m := matchTarget(segs, t)
-	if e.opt.Resolve == nil || t.abs == "" {
-		return m
+	return e.pathCoversLazy(r, t, env, all, nil)
+}
+
+// resolve returns where a known target's path leads.
+func (e *Engine) resolve(t target) string {
+	return e.opt.Resolve(t.abs)
+}
+
+// pathCoversLazy is pathCovers taking the target's resolution from
+// resolved when it is not nil, so that a command's paths are resolved once
+// rather than once per rule. The link is followed only when the answer
+// depends on it.
+func (e *Engine) pathCoversLazy(r *Rule, t target, env pathEnv, all bool, resolved func() string) bool {
+	g := r.placed(env)
+	m := g.match(t)
+	if e.opt.Resolve == nil || t.abs == "" || m != all {
+		return m // with all a miss decides, without it a match does
 	}
-	res := e.opt.Resolve(t.abs)
+	var res string
+	if resolved != nil {
+		res = resolved()
+	} else {
+		res = e.opt.Resolve(t.abs)
+	}
 	if res == t.abs {
 		return m
 	}
 	rt := target{word: t.word, abs: res, segs: splitPath(escapeGlob(res))}
 	if all {
-		return m && matchTarget(segs, rt)
+		return m && g.match(rt)
 	}
-	return m || matchTarget(segs, rt)
+	return m || g.match(rt)
 }
 
 // pathRules applies the Read and Edit rules of one list to a command's
 // reads and writes. A Read rule covers writes too.
-func (e *Engine) pathRules(rules []Rule, v policy.Verdict, c *Command, env pathEnv, reads, writes []target) (policy.Decision, bool) {
+func (e *Engine) pathRules(rules []*Rule, v policy.Verdict, c *Command, env pathEnv, reads, writes []target) (policy.Decision, bool) {
+	if len(rules) == 0 {
+		return policy.Decision{}, false
+	}
 	rec := recursiveRead(c)
-	for i := range rules {
-		r := &rules[i]
+	var readRes, writeRes []string // each path resolved once, on first need
+	resolved := func(cache *[]string, ts []target, i int) string {
+		if e.opt.Resolve == nil {
+			return ""
+		}
+		if *cache == nil {
+			*cache = make([]string, len(ts))
+		}
+		if (*cache)[i] == "" && ts[i].abs != "" {
+			(*cache)[i] = e.resolve(ts[i])
+		}
+		return (*cache)[i]
+	}
+	for _, r := range rules {
 		if r.kind != kindPath {
 			continue
 		}
 		if r.Tool == "Read" {
-			for _, t := range reads {
-				if e.pathCovers(r, t, env, false) || rec && containsMatch(r.segments(env), t, env) {
+			for i, t := range reads {
+				if e.pathCoversLazy(r, t, env, false, func() string { return resolved(&readRes, reads, i) }) || rec && containsMatch(r.segments(env), t, env) {
 					return policy.Decision{Verdict: v, Rule: r.Cite,
 						Reason: fmt.Sprintf("%s reads %s, which %s rule %s covers", quoteCmd(c.Text), t.word.Src, v, r.Raw)}, true
 				}
 			}
 		}
-		for _, t := range writes {
+		for i, t := range writes {
 			if t.segs == nil {
 				continue
 			}
-			if e.pathCovers(r, t, env, false) {
+			if e.pathCoversLazy(r, t, env, false, func() string { return resolved(&writeRes, writes, i) }) {
 				return policy.Decision{Verdict: v, Rule: r.Cite,
 					Reason: fmt.Sprintf("%s writes %s, which %s rule %s covers", quoteCmd(c.Text), t.word.Src, v, r.Raw)}, true
 			}

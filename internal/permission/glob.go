@@ -23,6 +23,9 @@ type cmdPattern struct {
 	toks     []int16 // bytes, or star
 	boundary bool    // trailing " *": the prefix alone matches too
 	prefix   []int16 // toks without the trailing " *", when boundary
+	// lit is the literal text every match of the pattern starts with
+	// (before its first star): a cheap test before the match.
+	lit string
 }
 
 // compileCmdPattern compiles a specifier already normalised by
@@ -45,12 +48,27 @@ func compileCmdPattern(spec string) cmdPattern {
 		p.boundary = true
 		p.prefix = p.toks[:n-2]
 	}
+	first := p.toks
+	if p.boundary {
+		first = p.prefix
+	}
+	var lit []byte
+	for _, t := range first {
+		if t == star {
+			break
+		}
+		lit = append(lit, byte(t))
+	}
+	p.lit = string(lit)
 	return p
 }
 
 // matchAll reports whether every command the text can stand for matches:
 // a wild part of the text can only be covered by a star of the pattern.
 func (p *cmdPattern) matchAll(text string) bool {
+	if !strings.HasPrefix(text, p.lit) {
+		return false
+	}
 	if p.boundary && globMatch(p.prefix, text, false) {
 		return true
 	}
@@ -60,8 +78,14 @@ func (p *cmdPattern) matchAll(text string) bool {
 // matchAny reports whether some command the text can stand for matches: a
 // wild part may take any value, so it may cover pattern text too.
 func (p *cmdPattern) matchAny(text string) bool {
-	if strings.IndexByte(text, wild) < 0 {
+	k := strings.IndexByte(text, wild)
+	if k < 0 {
 		return p.matchAll(text)
+	}
+	// Up to the text's first wild part and the pattern's first star,
+	// bytes must be equal.
+	if m := min(k, len(p.lit)); text[:m] != p.lit[:m] {
+		return false
 	}
 	if p.boundary && globMatch(p.prefix, text, true) {
 		return true
@@ -83,33 +107,33 @@ func globMatch(pat []int16, text string, anyWild bool) bool {
 	if (len(pat)+1)*(len(text)+1) > maxIntersect {
 		return true
 	}
-	// Dynamic programming over (pattern position, text position).
+	// Dynamic programming over (pattern position, text position), from the
+	// ends: ok[i][j] says whether pat[i:] and text[j:] can match.
 	w := len(text) + 1
-	seen := make([]uint8, (len(pat)+1)*w) // 0 unknown, 1 false, 2 true
-	var rec func(i, j int) bool
-	rec = func(i, j int) bool {
-		k := i*w + j
-		if seen[k] != 0 {
-			return seen[k] == 2
-		}
-		var ok bool
-		switch {
-		case i == len(pat) && j == len(text):
-			ok = true
-		case i < len(pat) && pat[i] == star:
-			ok = rec(i+1, j) || j < len(text) && rec(i, j+1)
-		case j < len(text) && text[j] == wild:
-			ok = rec(i, j+1) || i < len(pat) && rec(i+1, j)
-		case i < len(pat) && j < len(text):
-			ok = int16(text[j]) == pat[i] && rec(i+1, j+1)
-		}
-		seen[k] = 1
-		if ok {
-			seen[k] = 2
-		}
-		return ok
+	var buf [512]bool
+	ok := buf[:0]
+	if n := (len(pat) + 1) * w; n <= len(buf) {
+		ok = buf[:n]
+	} else {
+		ok = make([]bool, n)
 	}
-	return rec(0, 0)
+	for i := len(pat); i >= 0; i-- {
+		for j := len(text); j >= 0; j-- {
+			var m bool
+			switch {
+			case i == len(pat) && j == len(text):
+				m = true
+			case i < len(pat) && pat[i] == star:
+				m = ok[(i+1)*w+j] || j < len(text) && ok[i*w+j+1]
+			case j < len(text) && text[j] == wild:
+				m = ok[i*w+j+1] || i < len(pat) && ok[(i+1)*w+j]
+			case i < len(pat) && j < len(text):
+				m = int16(text[j]) == pat[i] && ok[(i+1)*w+j+1]
+			}
+			ok[i*w+j] = m
+		}
+	}
+	return ok[0]
 }
 
 // starMatch is the classic linear-backtracking wildcard match; a wild byte
@@ -219,33 +243,33 @@ func segIntersect(a, b string) bool {
 		return false
 	}
 	ta, tb := segTokens(a), segTokens(b)
+	// ok[i][j] says whether ta[i:] and tb[j:] can name the same text;
+	// filled from the ends.
 	w := len(tb) + 1
-	seen := make([]uint8, (len(ta)+1)*w)
-	var rec func(i, j int) bool
-	rec = func(i, j int) bool {
-		k := i*w + j
-		if seen[k] != 0 {
-			return seen[k] == 2
-		}
-		var ok bool
-		switch {
-		case i == len(ta) && j == len(tb):
-			ok = true
-		case i < len(ta) && ta[i] == star:
-			ok = rec(i+1, j) || j < len(tb) && rec(i, j+1)
-		case j < len(tb) && tb[j] == star:
-			ok = rec(i, j+1) || i < len(ta) && rec(i+1, j)
-		case i < len(ta) && j < len(tb):
-			ok = ta[i] == anyOne || tb[j] == anyOne || ta[i] == tb[j]
-			ok = ok && rec(i+1, j+1)
-		}
-		seen[k] = 1
-		if ok {
-			seen[k] = 2
-		}
-		return ok
+	var buf [512]bool
+	ok := buf[:0]
+	if n := (len(ta) + 1) * w; n <= len(buf) {
+		ok = buf[:n]
+	} else {
+		ok = make([]bool, n)
 	}
-	return rec(0, 0)
+	for i := len(ta); i >= 0; i-- {
+		for j := len(tb); j >= 0; j-- {
+			var m bool
+			switch {
+			case i == len(ta) && j == len(tb):
+				m = true
+			case i < len(ta) && ta[i] == star:
+				m = ok[(i+1)*w+j] || j < len(tb) && ok[i*w+j+1]
+			case j < len(tb) && tb[j] == star:
+				m = ok[i*w+j+1] || i < len(ta) && ok[(i+1)*w+j]
+			case i < len(ta) && j < len(tb):
+				m = (ta[i] == anyOne || tb[j] == anyOne || ta[i] == tb[j]) && ok[(i+1)*w+j+1]
+			}
+			ok[i*w+j] = m
+		}
+	}
+	return ok[0]
 }
 
 const anyOne = -2

@@ -35,6 +35,7 @@ type Rule struct {
 	domain  string       // kindDomain: lower-case host, "*." prefix for subdomains, "*" for any
 	param   string       // kindParam
 	paramRe string       // kindParam: glob on the value
+	idx     int          // position in its Engine, from 1; 0: in none
 }
 
 type ruleKind int
@@ -278,19 +279,44 @@ type pathEnv struct {
 	dir string
 	// segs caches rule and built-in glob segments for one Check.
 	segs *segCache
+	// baseSegs, when not nil, are the segments of base(), a known
+	// directory: set by withBase.
+	baseSegs []string
 }
 
 // segCache holds segments computed for one cwd and home; it is read-only
 // once built, so concurrent Checks share it.
 type segCache struct {
-	rules              map[*Rule][]string
-	globs              map[string][]string
-	sensitive, persist [][]string // sensitivePaths' and persistencePaths' segments, in order
+	cwd, home string       // the directories it was computed for
+	cwdSegs   []string     // cwd's segments
+	rules     []placedGlob // by Rule.idx: path rules' segments
+	globs     map[string][]string
+	// sensitivePaths', persistencePaths' and systemDirs' globs, in order.
+	sensitive, persist, system []placedGlob
 }
 
 // unknownDir is pathEnv.dir after "cd $X": relative paths could be
 // anywhere.
 const unknownDir = "\x00"
+
+// withBase returns env moved to dir ("" is cwd), with its segments
+// computed for resolveWord.
+func (env pathEnv) withBase(dir string) pathEnv {
+	env.dir = dir
+	env.baseSegs = nil
+	switch {
+	case dir == "" && env.segs != nil:
+		env.baseSegs = env.segs.cwdSegs
+	case dir != unknownDir:
+		env.baseSegs = splitPath(escapeGlob(env.base()))
+	}
+	if dir != unknownDir {
+		if env.baseSegs == nil {
+			env.baseSegs = []string{} // "/": known, and empty
+		}
+	}
+	return env
+}
 
 // base is the directory relative paths resolve against.
 func (env pathEnv) base() string {
@@ -304,13 +330,16 @@ func (env pathEnv) base() string {
 // relative rule may match at any depth (deny and ask rules, and names
 // without a slash).
 func (r *Rule) segments(env pathEnv) []string {
-	if env.segs == nil {
-		return r.computeSegments(env)
+	return r.placed(env).segs
+}
+
+// placed returns the rule's segments and prefilter for env, cached when
+// the rule belongs to the engine that placed env.
+func (r *Rule) placed(env pathEnv) placedGlob {
+	if env.segs != nil && r.idx > 0 && r.idx < len(env.segs.rules) && env.segs.rules[r.idx].segs != nil {
+		return env.segs.rules[r.idx]
 	}
-	if s, ok := env.segs.rules[r]; ok {
-		return s
-	}
-	return r.computeSegments(env)
+	return placeGlob(r.computeSegments(env))
 }
 
 func (r *Rule) computeSegments(env pathEnv) []string {

@@ -5,6 +5,7 @@ import (
 	"path"
 	"reflect"
 	"strings"
+	"sync"
 
 	"mvdan.cc/sh/v3/syntax"
 )
@@ -110,9 +111,18 @@ type walker struct {
 	pipes *int       // pipeline counter, shared with nested walkers
 }
 
+// parsers reuses bash parsers: a Parser carries a read buffer that is
+// costly to allocate per command, may be reused once a Parse returns (its
+// reset drops every reference to the previous tree), but is not safe for
+// concurrent use, hence a pool rather than one per Engine.
+var parsers = sync.Pool{New: func() any {
+	return syntax.NewParser(syntax.Variant(syntax.LangBash), syntax.KeepComments(false))
+}}
+
 // parseShell parses src as bash.
 func parseShell(src string) (*syntax.File, error) {
-	p := syntax.NewParser(syntax.Variant(syntax.LangBash), syntax.KeepComments(false))
+	p := parsers.Get().(*syntax.Parser)
+	defer parsers.Put(p)
 	return p.Parse(strings.NewReader(src), "")
 }
 
@@ -207,6 +217,13 @@ func (w *walker) stmt(s *syntax.Stmt) {
 		}
 		w.compoundRedirs(s, redirs)
 	case *syntax.FuncDecl:
+		if c.Name == nil {
+			// "()0" parses as a function without a name, which bash
+			// rejects: nothing may allow it.
+			w.add(&Command{NoAllow: "a function without a name is not analysed", Pos: w.pos(s.Pos()), Text: nodeText(w.src, s)})
+			w.stmt(c.Body)
+			break
+		}
 		if forkBomb(c) {
 			w.find(c.Pos(), CatDestructive, Critical, "fork bomb: function %s calls itself in a pipeline", c.Name.Value)
 		}
@@ -294,6 +311,9 @@ func (w *walker) add(c *Command) {
 // substs walks a node for command and process substitutions (which run
 // commands) without descending into them twice.
 func (w *walker) substs(n syntax.Node) {
+	if wd, ok := n.(*syntax.Word); ok && plainWord(wd) {
+		return // the common case, without the walk's closure
+	}
 	if n == nil || reflect.ValueOf(n).IsNil() {
 		return
 	}
@@ -308,6 +328,22 @@ func (w *walker) substs(n syntax.Node) {
 		}
 		return true
 	})
+}
+
+// plainWord reports whether a word is only literal text, which runs
+// nothing.
+func plainWord(wd *syntax.Word) bool {
+	if wd == nil {
+		return true
+	}
+	for _, p := range wd.Parts {
+		switch p.(type) {
+		case *syntax.Lit, *syntax.SglQuoted:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // nestedStmts walks statements of the same source one level deeper.
@@ -414,9 +450,10 @@ func (w *walker) call(ce *syntax.CallExpr, s *syntax.Stmt, redirs []Redir) {
 		w.substs(a)
 		cmd.Env = append(cmd.Env, w.assign(a))
 	}
+	cmd.Args = make([]Word, 0, len(ce.Args))
 	for _, a := range ce.Args {
 		w.substs(a)
-		cmd.Args = append(cmd.Args, evalWord(a, nodeText(w.src, a))...)
+		cmd.Args = appendWord(cmd.Args, a, nodeText(w.src, a))
 	}
 	if len(cmd.Args) == 0 {
 		w.envFindings(cmd.Env, "")

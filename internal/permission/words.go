@@ -47,6 +47,11 @@ const maxBraceFields = 256
 // evalWord evaluates a word, brace-expanding it into several when it has
 // braces. src is the word as written.
 func evalWord(w *syntax.Word, src string) []Word {
+	return appendWord(nil, w, src)
+}
+
+// appendWord is evalWord appending to dst.
+func appendWord(dst []Word, w *syntax.Word, src string) []Word {
 	text := src
 	if hasBraces(w) {
 		cp := *w
@@ -57,19 +62,19 @@ func evalWord(w *syntax.Word, src string) []Word {
 					one := evalParts(w.Parts, text)
 					one.Dynamic = true
 					one.Value, one.Glob = string(wild), string(wild)
-					return []Word{one}
+					return append(dst, one)
 				}
 				out = append(out, evalParts(bw.Parts, text))
 			}
 			for i := range out {
 				out[i].Pos = w.Pos()
 			}
-			return out
+			return append(dst, out...)
 		}
 	}
 	one := evalParts(w.Parts, text)
 	one.Pos = w.Pos()
-	return []Word{one}
+	return append(dst, one)
 }
 
 func hasBraces(w *syntax.Word) bool {
@@ -83,8 +88,15 @@ func hasBraces(w *syntax.Word) bool {
 
 // evalParts evaluates the parts of one word (after brace expansion).
 func evalParts(parts []syntax.WordPart, src string) Word {
-	var v, g strings.Builder
 	wd := Word{Src: src}
+	if len(parts) == 1 {
+		// The common word: one plain literal, its own value and glob.
+		if l, ok := parts[0].(*syntax.Lit); ok && !strings.HasPrefix(l.Value, "~") && !strings.ContainsAny(l.Value, `\*?[`) {
+			wd.Value, wd.Glob = l.Value, l.Value
+			return wd
+		}
+	}
+	var v, g strings.Builder
 	for i, p := range parts {
 		switch p := p.(type) {
 		case *syntax.Lit:
