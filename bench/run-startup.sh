@@ -5,13 +5,32 @@
 # the median of each step). Writes bench/RESULTS-run.md.
 #   bench/run-startup.sh [--quick]
 #   MOAT_COMPARE=/path/to/another/moat bench/run-startup.sh   # adds its row
+# It first waits (up to QUIET_WAIT seconds, default 300) for a quiet
+# machine: others using under 10 % of the CPUs over a second. The results
+# say how much of the CPUs others used while it ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=20
 [ "${1:-}" = "--quick" ] && runs=5
 command -v hyperfine >/dev/null || { echo "run-startup: hyperfine is missing (apt-get install hyperfine)" >&2; exit 1; }
 
+# Busy CPU ticks of the whole machine (user, nice, system, steal).
+busy() { awk '/^cpu / { print $2 + $3 + $4 + $9; exit }' /proc/stat; }
+ncpu=$(nproc)
+quiet=""
+for _ in $(seq "${QUIET_WAIT:-300}"); do
+	b0=$(busy)
+	sleep 1
+	b1=$(busy)
+	if [ $(((b1 - b0) * 100 / (ncpu * 100))) -lt 10 ]; then
+		quiet=yes
+		break
+	fi
+done
+[ -n "$quiet" ] || echo "run-startup: the machine did not become quiet; measuring anyway" >&2
 load_before=$(cut -d" " -f1-3 /proc/loadavg)
+busy_before=$(busy)
+t_before=$(date +%s%N)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 go build -o "$work/moat" ./cmd/moat
@@ -76,12 +95,21 @@ hyperfine -N --warmup 2 --runs "$runs" --export-markdown "$work/io.md" \
 	-n "file I/O loop, bare" "python3 io.py" \
 	-n "file I/O loop, in moat run" "$moat python3 io.py" >&2
 
+# Others' share of the CPUs while this ran: the machine's busy time less
+# this script's children's (bash's times: user and system, in seconds).
+busy_after=$(busy)
+t_after=$(date +%s%N)
+times >"$work/times" # in this shell: a subshell's would not count hyperfine
+ours=$(awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } print s }' "$work/times")
+others=$(awk -v b="$((busy_after - busy_before))" -v o="$ours" -v t="$((t_after - t_before))" -v n="$ncpu" \
+	'BEGIN { x = (b / 100 - o) / (t / 1e9 * n) * 100; if (x < 0) x = 0; printf "%.0f", x }')
+
 out="$OLDPWD/bench/RESULTS-run.md"
 {
 	echo "# moat run: start-up and file-I/O overhead"
 	echo
 	echo "Measured by \`bench/run-startup.sh\` on $(uname -r), $(nproc) cores, $(date -u +%Y-%m-%d); hyperfine -N, $runs runs, 3 warm-ups."
-	echo "moat runs the default profile (cgroups when root: each run creates and removes them). Load average before: $load_before; at the end: $(cut -d" " -f1-3 /proc/loadavg) (1, 5, 15 minutes; above 0.5 on this machine, other work shared it: compare ratios within one run only)."
+	echo "moat runs the default profile (cgroups when root: each run creates and removes them). Others used $others % of the CPUs while this ran$([ -n "$quiet" ] || echo " (the machine never became quiet)"); load average before: $load_before, at the end: $(cut -d" " -f1-3 /proc/loadavg) (1, 5, 15 minutes). Compare ratios within one run only."
 	echo
 	echo "## Start-up: \`CMD true\`"
 	echo
