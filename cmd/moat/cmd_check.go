@@ -118,6 +118,12 @@ func openPermAudit(e *env, path string, pol *policy.Policy) (*audit.Writer, erro
 	if path == "-" {
 		return audit.NewStreamWriter(e.stderr), nil
 	}
+	if path == "" {
+		// Inside moat run: decisions go to the run's audit stream, outside.
+		if w := sandboxAuditWriter(e.getenv); w != nil {
+			return w, nil
+		}
+	}
 	return openAudit(e, path, pol)
 }
 

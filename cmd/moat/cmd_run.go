@@ -131,8 +131,12 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 		Argv: argv, Dir: cwd, Home: e.getenv("HOME"), Environ: os.Environ(),
 		Egress: !*noNetwork, ProxyUser: session, ProxyToken: token,
 		Protect: []string{auditFile},
-		Mask:    rn.Mask, Endpoints: rn.Ports(), Placeholders: rn.Placeholders,
+		Mask:    rn.Mask, Endpoints: append(rn.Ports(), sandbox.EndpointPort{Name: auditService, Port: auditPort}),
+		Placeholders: rn.Placeholders,
 	})
+	if err == nil && spec.Egress {
+		spec.Env = append(spec.Env, auditEnv+"="+auditURL())
+	}
 	if err == nil {
 		err = checkSecretEnv(spec.Env, pol, rn)
 	}
@@ -169,6 +173,7 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 			go srv.ServeEndpoint(egress.Endpoint(ep.Name), ep.Endpoint)
 			log.Debug("endpoint", "name", ep.Name, "inside", fmt.Sprintf("http://127.0.0.1:%d", ep.Port), "upstream", ep.Upstream.String(), "origin", ep.Origin)
 		}
+		go serveSandboxAudit(egress.Endpoint(auditService), rec, session)
 		go func() {
 			srv.Serve(egress)
 			close(serveDone)

@@ -101,7 +101,7 @@ func (a *messagesAPI) toolResults() []toolResult {
 
 // auditRecord is one line of an audit file.
 type auditRecord struct {
-	Kind, Session, Decision, Rule, Reason, Detail string
+	Kind, Session, Client, Decision, Rule, Reason, Detail string
 }
 
 // permissionRecords reads the permission records of an audit file.

@@ -157,12 +157,14 @@ func TestHookDefaultInstallUnderMoatRun(t *testing.T) {
 	if len(trs) != 1 {
 		t.Fatalf("the stand-in got %d tool results; want 1: %+v", len(trs), trs)
 	}
-	const symptom = "moat could not decide, so it refuses: audit: open " // then ~/.local/state/moat/audit.jsonl: read-only file system
-	if strings.Contains(trs[0].Text, symptom) && strings.Contains(trs[0].Text, "read-only file system") {
-		t.Skipf("known moat bug: the default hook writes its audit to ~/.local/state/moat/audit.jsonl, read-only inside the "+
-			"claude profile's sandbox, so it fails closed and denies every tool call:\n%s", trs[0].Text)
-	}
 	if b, err := os.ReadFile(filepath.Join(w.project, "allowed.txt")); err != nil || string(b) != "ok\n" || trs[0].IsError {
 		t.Errorf("%q, allowed by moat, did not run (%q, %v); tool_result %+v", allowed, b, err, trs[0])
+	}
+	// The hook ran inside the sandbox, yet its decision is in the run's
+	// own audit stream, outside, where the agent cannot rewrite it.
+	recs := permissionRecords(t, w.audit)
+	if len(recs) != 1 || recs[0].Decision != "allow" || recs[0].Rule != allowRule || recs[0].Client != "sandbox" ||
+		recs[0].Session == "" || recs[0].Detail != "Bash: "+allowed {
+		t.Errorf("the run's audit has permission records %+v; want one allow by %s reported by the sandbox", recs, allowRule)
 	}
 }
