@@ -4,7 +4,8 @@
 # in one run, and where moat's start-up time goes (MOAT_TRACE_START=1,
 # the median of each step). Writes bench/RESULTS-run.md.
 #   bench/run-startup.sh [--quick]
-#   MOAT_COMPARE=/path/to/another/moat bench/run-startup.sh   # adds its row
+#   MOAT_COMPARE=/path/to/another/moat [MOAT_COMPARE_NAME=what] bench/run-startup.sh
+#     adds its row and its steps (the name describes it in the results)
 # It first waits (up to QUIET_WAIT seconds, default 300) for a quiet
 # machine: others using under 10 % of the CPUs over a second. The results
 # say how much of the CPUs others used while it ran.
@@ -45,7 +46,7 @@ notes=()
 if [ -n "${MOAT_COMPARE:-}" ]; then
 	cp "$MOAT_COMPARE" "$work/moat-compare"
 	cmds+=(-n "moat run -- true (MOAT_COMPARE)" "$work/moat-compare run -q --audit $work/audit.jsonl -- true")
-	notes+=("MOAT_COMPARE: $("$work/moat-compare" version 2>/dev/null || echo "$MOAT_COMPARE")")
+	notes+=("MOAT_COMPARE: ${MOAT_COMPARE_NAME:-$MOAT_COMPARE}")
 fi
 if command -v bwrap >/dev/null; then
 	cmds+=(-n "bwrap (ro root, all namespaces, cap-drop ALL)" "bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --unshare-all --cap-drop ALL --die-with-parent --new-session true")
@@ -69,19 +70,40 @@ fi
 hyperfine -N --warmup 3 --runs "$runs" --export-markdown "$work/startup.md" "${cmds[@]}" >&2
 
 # Where the time goes: each step's offset from moat's first mark, median
-# of the runs (MOAT_TRACE_START=1; docs/sandbox.md).
+# of the runs (MOAT_TRACE_START=1; docs/sandbox.md); with MOAT_COMPARE,
+# its steps too (when it has the trace), runs interleaved.
+: >"$work/trace.txt"
 for _ in $(seq "$runs"); do
-	MOAT_TRACE_START=1 $moat true 2>&1 >/dev/null | grep '^moat: trace:' || true
-done >"$work/trace.txt"
-awk '{ ms = $3; who = $6; step = $7; for (i = 8; i <= NF; i++) step = step " " $i
-	key = who " | " step; if (!(key in n)) order[++k] = key; v[key, ++n[key]] = ms }
-END { print "| process | step | median ms from start |"; print "|:---|:---|---:|"
-	for (j = 1; j <= k; j++) { key = order[j]; m = n[key]
-		for (a = 1; a <= m; a++) s[a] = v[key, a] + 0
-		for (a = 2; a <= m; a++) { x = s[a]; b = a - 1; while (b > 0 && s[b] > x) { s[b + 1] = s[b]; b-- } s[b + 1] = x }
-		med = (m % 2) ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2
-		split(key, p, " \\| "); printf "| %s | %s | %.2f |\n", p[1], p[2], med } }' "$work/trace.txt" |
-	sort -t'|' -k4 -n -s >"$work/trace.md"
+	MOAT_TRACE_START=1 $moat true 2>&1 >/dev/null | sed -n 's/^moat: trace:/A/p' >>"$work/trace.txt" || true
+	if [ -n "${MOAT_COMPARE:-}" ]; then
+		MOAT_TRACE_START=1 "$work/moat-compare" run -q --audit "$work/audit.jsonl" -- true 2>&1 >/dev/null |
+			sed -n 's/^moat: trace:/B/p' >>"$work/trace.txt" || true
+	fi
+done
+# Lines: A|B, ms, "ms", (+delta), process, step…
+awk -v cmp="${MOAT_COMPARE:+yes}" '
+function median(set, key,   m, a, b, x, s) { m = n[set, key]
+	for (a = 1; a <= m; a++) s[a] = v[set, key, a] + 0
+	for (a = 2; a <= m; a++) { x = s[a]; b = a - 1; while (b > 0 && s[b] > x) { s[b + 1] = s[b]; b-- } s[b + 1] = x }
+	return (m % 2) ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2 }
+{ set = $1; step = $6; for (i = 7; i <= NF; i++) step = step " " $i; key = $5 " | " step
+	if (!(key in seen)) { seen[key] = 1; keys[++k] = key }; v[set, key, ++n[set, key]] = $2 }
+END { for (j = 1; j <= k; j++) { key = keys[j]
+		a = n["A", key] ? sprintf("%.2f", median("A", key)) : "–"
+		b = n["B", key] ? sprintf("%.2f", median("B", key)) : "–"
+		order = n["A", key] ? median("A", key) : 1e6 + median("B", key)
+		printf "%012.3f| %s | %s |%s\n", order, key, a, cmp ? " " b " |" : "" } }' "$work/trace.txt" |
+	sort -n | cut -d'|' -f2- | sed 's/^/|/' >"$work/trace-rows.md"
+{
+	if [ -n "${MOAT_COMPARE:-}" ]; then
+		echo "| process | step | moat run, median ms from start | MOAT_COMPARE |"
+		echo "|:---|:---|---:|---:|"
+	else
+		echo "| process | step | median ms from start |"
+		echo "|:---|:---|---:|"
+	fi
+	cat "$work/trace-rows.md"
+} >"$work/trace.md"
 
 # File I/O: open, fstat and close one file 100,000 times.
 cat >"$work/ws/io.py" <<'PY'
@@ -117,7 +139,7 @@ out="$OLDPWD/bench/RESULTS-run.md"
 	echo
 	echo "## Where moat's start-up goes (\`MOAT_TRACE_START=1\`, median of $runs runs)"
 	echo
-	echo "moat: the parent; init: the sandbox's PID 1 (its first line, \`started\`, is when its Go runtime reached sandbox.Init); the last stage's steps run on a thread of PID 1."
+	echo "moat: the parent; init: the sandbox's PID 1 (its first line, \`started\`, is when its Go runtime reached sandbox.Init); exec: a re-executed last stage. A step is the time at which it ended. –: no such step in that build."
 	echo
 	cat "$work/trace.md"
 	echo
