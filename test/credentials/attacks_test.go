@@ -42,6 +42,21 @@ func newAttackScene(t *testing.T) *attackScene {
 	apiMux.Handle("/echo", echoH)
 	apiMux.HandleFunc("/echo-gzip", echoGzip)
 	apiMux.HandleFunc("/echo-split", echoSplit)
+	apiMux.HandleFunc("/echo-br", func(w http.ResponseWriter, r *http.Request) {
+		// Labelled brotli, which moat cannot decode; the secret is in it
+		// literally, so only a refusal keeps it from the agent.
+		w.Header().Set("Content-Encoding", "br")
+		fmt.Fprintf(w, "authorization=%s\n", r.Header.Get("Authorization"))
+	})
+	apiMux.HandleFunc("/echo-gzip-listed", func(w http.ResponseWriter, r *http.Request) {
+		// Two Content-Encoding lines, "identity" then "gzip": a client that
+		// reads the whole list decodes gzip (curl --compressed does, and
+		// prints the plain text).
+		w.Header()["Content-Encoding"] = []string{"identity", "gzip"}
+		zw := gzip.NewWriter(w)
+		fmt.Fprintf(zw, "authorization=%s\n", r.Header.Get("Authorization"))
+		zw.Close()
+	})
 	s.api = newUpstream(t, false, apiMux)
 	s.other = newUpstream(t, false, echoH)
 	s.opaque = newUpstream(t, false, echoH)
@@ -525,6 +540,32 @@ func TestCABundleCommand(t *testing.T) {
 	}
 }
 
+// decodeAll undoes the content codings listed (in all the header's lines,
+// applied in order, so undone last first), as a client that reads the
+// whole list does. Codings it does not know are left as they are.
+func decodeAll(t *testing.T, codings []string, b []byte) []byte {
+	t.Helper()
+	var list []string
+	for _, v := range codings {
+		for _, c := range strings.Split(v, ",") {
+			list = append(list, strings.ToLower(strings.TrimSpace(c)))
+		}
+	}
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i] != "gzip" && list[i] != "x-gzip" {
+			continue
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("Content-Encoding %q: %v", codings, err)
+		}
+		if b, err = io.ReadAll(zr); err != nil {
+			t.Fatalf("Content-Encoding %q: %v", codings, err)
+		}
+	}
+	return b
+}
+
 // TestReflectedSecretReMasked: the credential's own host reflects the
 // Authorization header it received (a debugging endpoint, an error message
 // that quotes the request). The agent must get the placeholder back, never
@@ -532,15 +573,21 @@ func TestCABundleCommand(t *testing.T) {
 //
 // Control: the upstream received the secret each time. Signature: the
 // reflection reads "Bearer <placeholder>", which only moat's re-masking
-// writes (the agent sent no Authorization at all).
+// writes (the agent sent no Authorization at all); a reflection moat cannot
+// search is refused with 502 unmaskable-response.
 func TestReflectedSecretReMasked(t *testing.T) {
 	s := newAttackScene(t)
 	api := s.api.At("localhost")
-	for _, tt := range []struct{ name, path string }{
-		{"body", "/echo"},
-		{"secret split across two writes", "/echo-split"},
-		{"gzip body the client did not ask for", "/echo-gzip"},
-		{"gzip body the client asked for", "/echo-gzip?accept"},
+	for _, tt := range []struct {
+		name, path string
+		refused    bool // moat cannot search the response: it must refuse it
+	}{
+		{"body", "/echo", false},
+		{"secret split across two writes", "/echo-split", false},
+		{"gzip body the client did not ask for", "/echo-gzip", false},
+		{"gzip body the client asked for", "/echo-gzip?accept", false},
+		{"gzip named in a second Content-Encoding line", "/echo-gzip-listed", false},
+		{"an encoding moat cannot decode", "/echo-br", true},
 	} {
 		for _, via := range []string{"terminated tunnel", "reverse endpoint"} {
 			t.Run(via+", "+tt.name, func(t *testing.T) {
@@ -565,15 +612,16 @@ func TestReflectedSecretReMasked(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				body := raw
-				if resp.Header.Get("Content-Encoding") == "gzip" {
-					zr, err := gzip.NewReader(bytes.NewReader(raw))
-					if err != nil {
-						t.Fatalf("gzip body: %v", err)
+				noCanary(t, "the raw response body", string(raw))
+				body := decodeAll(t, resp.Header.Values("Content-Encoding"), raw)
+				if tt.refused {
+					if resp.StatusCode != 502 || !strings.HasPrefix(resp.Header.Get("X-Moat-Error"), "unmaskable-response;") {
+						t.Errorf("a reflection moat cannot search: %s, X-Moat-Error %q; want 502 unmaskable-response", resp.Status, resp.Header.Get("X-Moat-Error"))
 					}
-					if body, err = io.ReadAll(zr); err != nil {
-						t.Fatalf("gzip body: %v", err)
+					if got := s.api.Last(t).Header.Get("Authorization"); got != "Bearer "+canary {
+						t.Fatalf("upstream got Authorization %q; want the injected secret", got)
 					}
+					return
 				}
 				if got := s.api.Last(t).Header.Get("Authorization"); got != "Bearer "+canary {
 					t.Fatalf("upstream got Authorization %q; want the injected secret", got)
