@@ -12,12 +12,13 @@ import (
 )
 
 func init() {
-	commands["policy"] = command{summary: "show the effective policy, or validate policy files", run: runPolicy}
+	commands["policy"] = command{summary: "show the effective policy, validate policy files, or explain its risks", run: runPolicy}
 }
 
 const policyUsage = `usage: moat policy show [--policy FILE] [--profile NAME] [--managed FILE]
                         [--user-policy FILE] [--json]
        moat policy validate [--layer project|user|managed] FILE...
+       moat policy explain [--policy FILE] [--profile NAME] [--json]
 
 show prints the effective policy (the profile, the user, project and managed
 files stacked) as YAML, each value followed by the file and line it comes
@@ -25,6 +26,10 @@ from; --json prints it as JSON with the same origins.
 
 validate checks each FILE as a layer of the given kind (default project),
 stacked on the profile it names, and prints "FILE: ok" for each good one.
+
+explain reports the lethal trifecta: whether one session may hold private
+data, take in untrusted input and send data out, and what to take away to
+break it; exit status 1 when it may.
 `
 
 func runPolicy(ctx context.Context, e *env, args []string) int {
@@ -37,11 +42,13 @@ func runPolicy(ctx context.Context, e *env, args []string) int {
 		return runPolicyShow(e, args[1:])
 	case "validate":
 		return runPolicyValidate(e, args[1:])
+	case "explain":
+		return cmdPolicyExplain(ctx, e, args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(e.stdout, policyUsage)
 		return exitOK
 	}
-	fmt.Fprintf(e.stderr, "moat: policy: unknown subcommand %q; want show or validate\n", args[0])
+	fmt.Fprintf(e.stderr, "moat: policy: unknown subcommand %q; want show, validate or explain\n", args[0])
 	return exitUsage
 }
 

@@ -282,7 +282,7 @@ func TestPolicyUsage(t *testing.T) {
 	}{
 		{[]string{"policy"}, exitUsage, "", policyUsage},
 		{[]string{"policy", "help"}, exitOK, policyUsage, ""},
-		{[]string{"policy", "frob"}, exitUsage, "", "moat: policy: unknown subcommand \"frob\"; want show or validate\n"},
+		{[]string{"policy", "frob"}, exitUsage, "", "moat: policy: unknown subcommand \"frob\"; want show, validate or explain\n"},
 		{[]string{"policy", "show", "--bogus"}, exitUsage, "", "flag provided but not defined: -bogus\n"},
 	} {
 		code, stdout, stderr := runPolicyCLI(t, dir, nil, tt.args...)
