@@ -7,6 +7,9 @@
 #
 #   --quick     a smoke run of seconds (one round, 1 s windows) that checks
 #               the harness works; its numbers are not results
+#   --wait S    wait up to S seconds (default 300; 0 with --quick) for the
+#               machine to be quiet (1-minute load average under 1) before
+#               measuring; the report says when it was not
 #   --out FILE  the Markdown report (default: bench/RESULTS-mitm.md, or
 #               bench/out/mitm/RESULTS-mitm.quick.md with --quick); the raw
 #               rows go to bench/out/mitm/ as JSON
@@ -25,12 +28,15 @@ cd "$(dirname "$0")/.."
 
 quick=
 out=
+wait=
 extra=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) quick=1 ;;
 	--out) out=${2:?mitm.sh: --out needs a file}; shift ;;
 	--out=*) out=${1#--out=} ;;
+	--wait) wait=${2:?mitm.sh: --wait needs seconds}; shift ;;
+	--wait=*) wait=${1#--wait=} ;;
 	-h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	--) shift; extra=("$@"); break ;;
 	*) echo "mitm.sh: unknown argument $1; see bench/mitm.sh --help" >&2; exit 2 ;;
@@ -57,6 +63,17 @@ rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if ! git diff --quiet HEAD -- cmd internal go.mod go.sum 2>/dev/null; then
 	rev="$rev+dirty"
 fi
+
+if [ -z "$wait" ]; then
+	if [ -n "$quick" ]; then wait=0; else wait=300; fi
+fi
+deadline=$((SECONDS + wait))
+while [ "$SECONDS" -lt "$deadline" ]; do
+	load=$(cut -d' ' -f1 /proc/loadavg)
+	if awk -v l="$load" 'BEGIN { exit !(l < 1.0) }'; then break; fi
+	echo "mitm.sh: waiting for a quiet machine (load average $load)" >&2
+	sleep 15
+done
 
 flags=()
 if [ -n "$quick" ]; then
