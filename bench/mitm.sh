@@ -3,7 +3,7 @@
 # injecting the same Authorization header, and the added latency of moat's
 # reverse endpoint against a direct connection. Writes bench/RESULTS-mitm.md.
 #
-# usage: bench/mitm.sh [--quick] [--out FILE] [-- FLAGS...]
+# usage: bench/mitm.sh [--quick] [--wait S] [--out FILE] [-- FLAGS...]
 #
 #   --quick     a smoke run of seconds (one round, 1 s windows) that checks
 #               the harness works; its numbers are not results
