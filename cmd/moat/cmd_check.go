@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/moatsec/moat/internal/audit"
 	"github.com/moatsec/moat/internal/permission"
@@ -36,7 +35,7 @@ func (pf *permFlags) register(fs *flag.FlagSet, e *env) {
 	pf.policyFlags.register(fs)
 	fs.StringVar(&pf.audit, "audit", "", "audit log `FILE`; - for standard error (default: the policy's audit.file, else "+audit.DefaultPath(e.getenv)+")")
 	fs.BoolVar(&pf.claudeSettings, "claude-settings", true, "also enforce the permission rules of Claude Code's settings files (managed, ~/.claude, the project's .claude)")
-	fs.StringVar(&pf.severity, "severity", "critical=deny,high=ask", "how findings' severities map to verdicts: `LIST` of severity=verdict")
+	fs.StringVar(&pf.severity, "severity", "", "how findings' severities map to verdicts, over the policy's permissions.severity: `LIST` of severity=verdict (default critical=deny,high=ask)")
 }
 
 // engine loads the policy and builds the permission engine.
@@ -58,40 +57,31 @@ func (pf *permFlags) engine(e *env, projectDir, cwd string) (*permission.Engine,
 	}
 	o := permission.PolicyOptions(pol)
 	o.Resolve = resolveLinks
-	sev, err := parseSeverityMap(pf.severity)
-	if err != nil {
-		return nil, nil, err
+	if pf.severity != "" {
+		sev, err := permission.SeverityMap(pf.severity, o.Severity)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--severity: %v", err)
+		}
+		// A managed lock on the mapping holds against the flag too: the
+		// flag may only tighten it.
+		if lock := severityLock(pol); lock != "" {
+			if s := permission.LoosensSeverity(sev, o.Severity); s != "" {
+				return nil, nil, fmt.Errorf("--severity: %q: loosens %s findings, but permissions.severity is locked by %s", pf.severity, s, lock)
+			}
+		}
+		o.Severity = sev
 	}
-	o.Severity = sev
 	return permission.New(rules, o), pol, nil
 }
 
-func parseSeverityMap(s string) (map[permission.Severity]policy.Verdict, error) {
-	m := map[permission.Severity]policy.Verdict{}
-	for _, kv := range strings.Split(s, ",") {
-		kv = strings.TrimSpace(kv)
-		if kv == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return nil, fmt.Errorf("--severity: %q: write severity=verdict, like high=ask", kv)
-		}
-		sv, err := permission.ParseSeverity(k)
-		if err != nil {
-			return nil, fmt.Errorf("--severity: %v", err)
-		}
-		switch v {
-		case "deny":
-			m[sv] = policy.Deny
-		case "ask":
-			m[sv] = policy.Ask
-		case "allow":
-		default:
-			return nil, fmt.Errorf("--severity: %q: the verdict must be deny, ask or allow", kv)
+// severityLock cites the managed lock on permissions.severity, or "".
+func severityLock(p *policy.Policy) string {
+	for _, l := range p.Locks {
+		if l.Value == "permissions.severity" || l.Value == "permissions" {
+			return l.Origin.String()
 		}
 	}
-	return m, nil
+	return ""
 }
 
 // resolveLinks follows symbolic links in the longest existing prefix of p.

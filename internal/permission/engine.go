@@ -43,6 +43,58 @@ type Options struct {
 // DefaultSeverity is the severity mapping used when Options.Severity is nil.
 var DefaultSeverity = map[Severity]policy.Verdict{Critical: policy.Deny, High: policy.Ask}
 
+// SeverityMap applies "SEVERITY=VERDICT,…" (permissions.severity's form)
+// to a copy of base: each severity named forces its verdict, "allow"
+// meaning none (its findings only inform); the others keep base's.
+func SeverityMap(list string, base map[Severity]policy.Verdict) (map[Severity]policy.Verdict, error) {
+	set := map[string]string{}
+	if msg := policy.ParseSeverityList(list, set); msg != "" {
+		return nil, fmt.Errorf("%q: %s", list, msg)
+	}
+	m := make(map[Severity]policy.Verdict, len(base)+len(set))
+	for k, v := range base {
+		m[k] = v
+	}
+	for name, v := range set {
+		sv, err := ParseSeverity(name)
+		if err != nil {
+			return nil, err
+		}
+		switch v {
+		case "deny":
+			m[sv] = policy.Deny
+		case "ask":
+			m[sv] = policy.Ask
+		default:
+			delete(m, sv)
+		}
+	}
+	return m, nil
+}
+
+// LoosensSeverity names a severity whose findings force a weaker verdict
+// under m than under base, or "".
+func LoosensSeverity(m, base map[Severity]policy.Verdict) string {
+	for s := Info; s <= Critical; s++ {
+		bv, inBase := base[s]
+		mv, inM := m[s]
+		if inBase && (!inM || strictness(mv) < strictness(bv)) {
+			return s.String()
+		}
+	}
+	return ""
+}
+
+func strictness(v policy.Verdict) int {
+	switch v {
+	case policy.Deny:
+		return 2
+	case policy.Ask:
+		return 1
+	}
+	return 0
+}
+
 // Engine decides tool calls. It holds no mutable state and is safe for
 // concurrent use; Check does no I/O beyond Options.Resolve.
 type Engine struct {
@@ -189,10 +241,16 @@ func originDir(o policy.Origin) string {
 	return d
 }
 
-// PolicyOptions returns the options a policy implies: its default mode and
-// its egress decision.
+// PolicyOptions returns the options a policy implies: its default mode,
+// its severity mapping and its egress decision.
 func PolicyOptions(p *policy.Policy) Options {
-	o := Options{Default: policy.Ask, DefaultRule: "default", Egress: p.Egress}
+	o := Options{Default: policy.Ask, DefaultRule: "default", Egress: p.Egress, Severity: DefaultSeverity}
+	if sv := p.Permissions.Severity.Value; sv != "" {
+		// The loader checked it; a value it did not check keeps the default.
+		if m, err := SeverityMap(sv, DefaultSeverity); err == nil {
+			o.Severity = m
+		}
+	}
 	if dm := p.Permissions.DefaultMode; dm.Value != "" {
 		o.DefaultRule = dm.Origin.String()
 		switch dm.Value {

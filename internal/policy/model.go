@@ -199,6 +199,11 @@ type Permissions struct {
 	Ask         []Entry
 	Deny        []Entry
 	DefaultMode String // "ask" (default) | "deny" | "allow"
+	// Severity maps the static analyser's severities to the verdicts
+	// their findings force, as "critical=deny,high=ask" (most severe
+	// first; "allow": findings only inform). A severity it does not name
+	// keeps the default: critical deny, high ask, the others inform.
+	Severity String
 }
 
 // Audit says where the audit log goes and how it rotates.

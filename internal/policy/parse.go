@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -781,7 +782,91 @@ func (ps *parser) permissions(key string, n *yaml.Node) {
 				pm.DefaultMode = s
 			}
 		}},
+		{"severity", func(k string, v *yaml.Node) {
+			if s, ok := ps.severity(k, v); ok {
+				pm.Severity = s
+			}
+		}},
 	})
+}
+
+// Severities of the permission analyser's findings, least severe first,
+// and the verdicts permissions.severity maps them to.
+var (
+	severityChoices = []string{"info", "low", "medium", "high", "critical"}
+	verdictChoices  = []string{"deny", "ask", "allow"}
+)
+
+// severity reads permissions.severity: a mapping of severities to
+// verdicts ({critical: deny, high: ask}), or the same written
+// "critical=deny,high=ask" (as moat policy show prints it). It keeps the
+// second form, most severe first.
+func (ps *parser) severity(key string, n *yaml.Node) (String, bool) {
+	set := map[string]string{}
+	if n.Kind == yaml.MappingNode {
+		before := len(ps.errs)
+		var fields []field
+		for _, sev := range severityChoices {
+			fields = append(fields, field{sev, func(k string, v *yaml.Node) {
+				if s, ok := ps.enum(k, v, "verdict", verdictChoices); ok {
+					set[sev] = s.Value
+				}
+			}})
+		}
+		ps.mapping(n, key, fields)
+		if len(ps.errs) > before {
+			return String{}, false
+		}
+	} else {
+		s, ok := ps.str(key, n)
+		if !ok {
+			return String{}, false
+		}
+		if msg := ParseSeverityList(s, set); msg != "" {
+			ps.valueErr(n, key, s, msg)
+			return String{}, false
+		}
+	}
+	if len(set) == 0 {
+		ps.errorf(n.Line, key, "empty; map severities to verdicts, like {critical: deny, high: ask}")
+		return String{}, false
+	}
+	var pairs []string
+	for i := len(severityChoices) - 1; i >= 0; i-- {
+		if v, ok := set[severityChoices[i]]; ok {
+			pairs = append(pairs, severityChoices[i]+"="+v)
+		}
+	}
+	return String{Value: strings.Join(pairs, ","), Origin: ps.origin(n, key)}, true
+}
+
+// ParseSeverityList reads "SEVERITY=VERDICT,…" into set, returning what is
+// wrong with it, or "".
+func ParseSeverityList(s string, set map[string]string) string {
+	for _, kv := range strings.Split(s, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		sev, v, ok := strings.Cut(kv, "=")
+		sev, v = strings.TrimSpace(sev), strings.TrimSpace(v)
+		switch {
+		case !ok:
+			return "in " + quote(kv) + ": write severity=verdict, like high=ask"
+		case !slices.Contains(severityChoices, sev):
+			return "in " + quote(kv) + ": " + unknownChoice("severity", sev, severityChoices)
+		case !slices.Contains(verdictChoices, v):
+			return "in " + quote(kv) + ": " + unknownChoice("verdict", v, verdictChoices)
+		}
+		if _, dup := set[sev]; dup {
+			return "in " + quote(kv) + ": " + sev + " is mapped twice"
+		}
+		set[sev] = v
+	}
+	if len(set) == 0 {
+		return "empty; write severity=verdict pairs, like critical=deny,high=ask"
+	}
+	return ""
 }
 
 func (ps *parser) audit(key string, n *yaml.Node) {

@@ -56,6 +56,13 @@ alias.yaml:4: network.allow_private: YAML aliases (*hosts) are not allowed; writ
 	{"lock-in-project.yaml", LayerProject, `lock-in-project.yaml:2: lock: only the managed policy may lock keys; remove it from this file`},
 	{"lock-in-project.yaml", LayerUser, `lock-in-project.yaml:2: lock: only the managed policy may lock keys; remove it from this file`},
 	{"top-list.yaml", LayerProject, `top-list.yaml:1: expected a mapping of keys (version, network, ...), got a list`},
+	{"severity.yaml", LayerProject, `severity.yaml:5: permissions.severity.hihg: unknown key; did you mean "high"?
+severity.yaml:6: permissions.severity.medium: "block": unknown verdict; want deny, ask or allow
+severity.yaml:7: permissions.severity.critical: duplicate key; first set at line 4`},
+	{"severity-forms.yaml", LayerProject, `severity-forms.yaml:3: permissions.severity: "critical=deny,high": in "high": write severity=verdict, like high=ask`},
+	{"severity-unknown.yaml", LayerProject, `severity-unknown.yaml:3: permissions.severity: "critical=deny,extreme=deny": in "extreme=deny": unknown severity; want info, low, medium, high or critical`},
+	{"severity-list.yaml", LayerProject, `severity-list.yaml:3: permissions.severity: expected a string, got a list`},
+	{"severity-empty.yaml", LayerProject, `severity-empty.yaml:3: permissions.severity: empty; map severities to verdicts, like {critical: deny, high: ask}`},
 	{"enums.yaml", LayerProject, `enums.yaml:2: profile: "production": unknown profile; want default, strict, dev or claude
 enums.yaml:4: network.mode: "enforcing": unknown mode; did you mean "enforce"?
 enums.yaml:6: filesystem.scan: "on": unknown scan mode; want off, warn or block

@@ -41,6 +41,7 @@ var schema = []fieldDef{
 	{path: "permissions.ask", entries: func(p *Policy) *[]Entry { return &p.Permissions.Ask }},
 	{path: "permissions.deny", entries: func(p *Policy) *[]Entry { return &p.Permissions.Deny }},
 	{path: "permissions.default_mode", str: func(p *Policy) *String { return &p.Permissions.DefaultMode }},
+	{path: "permissions.severity", str: func(p *Policy) *String { return &p.Permissions.Severity }},
 	{path: "audit.file", str: func(p *Policy) *String { return &p.Audit.File }},
 	{path: "audit.max_size", str: func(p *Policy) *String { return &p.Audit.MaxSize }},
 	{path: "audit.max_files", num: func(p *Policy) *Int { return &p.Audit.MaxFiles }},

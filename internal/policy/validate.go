@@ -267,7 +267,7 @@ var (
 		"tls", "tls.intercept", "tls.ca", "tls.exclude",
 		"process", "process.user", "process.env",
 		"resources", "resources.memory", "resources.cpus", "resources.pids",
-		"permissions", "permissions.allow", "permissions.default_mode",
+		"permissions", "permissions.allow", "permissions.default_mode", "permissions.severity",
 		"audit", "audit.file", "audit.max_size", "audit.max_files",
 		"isolation", "isolation.tier", "isolation.runtime", "isolation.image", "isolation.hostname",
 	}
