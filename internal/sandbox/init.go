@@ -189,11 +189,21 @@ func newCommandThread() chan<- func() {
 	job := make(chan func(), 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		warmPidfd()
 		if f, ok := <-job; ok {
 			f()
 		}
 	}()
 	return job
+}
+
+// warmPidfd has the Go runtime make, now, the check it makes once before
+// the first process is started or found (whether pidfds work: a throwaway
+// vfork), so that starting a process later does not wait for it.
+func warmPidfd() {
+	if p, err := os.FindProcess(os.Getpid()); err == nil {
+		p.Release()
+	}
 }
 
 // lastStageAttr is how the command is started: in its own session, so it

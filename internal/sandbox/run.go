@@ -87,6 +87,7 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 		return nil, errors.New("the spec wants egress but Options.Egress is nil")
 	}
 	tr := o.Trace
+	go warmPidfd() // before the helper and the child are started
 	host := probeLayers()
 	notes, err := host.check(s)
 	if err != nil {
