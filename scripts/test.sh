@@ -29,7 +29,7 @@ done
 
 echo "== benchmark harness (quick)"
 if [ -x bench/run.sh ]; then
-	bench/run.sh --quick --out "$(mktemp -d)"
+	bench/run.sh --quick --out "$(mktemp -d)/RESULTS.quick.md"
 fi
 
 echo "== README demos"
