@@ -73,19 +73,6 @@ func resolveWord(w Word, env pathEnv) (target, bool) {
 			}
 		}
 	}
-	var full string
-	switch {
-	case w.Tilde:
-		full = escapeGlob(env.home) + strings.TrimPrefix(g, "~")
-	case strings.HasPrefix(g, "/"):
-		full = g
-	case g[0] == wild:
-		full = "/" + g
-	case env.dir == unknownDir:
-		full = "/" + string(wild) + "/" + g
-	default:
-		full = escapeGlob(env.base()) + "/" + g
-	}
 	t := target{word: w}
 	if env.baseSegs != nil && w.Known() && !w.Tilde && w.Value != "." && w.Value != ".." && strings.IndexByte(w.Value, '/') < 0 {
 		// A name in the directory the command runs in: the directory's
@@ -102,6 +89,19 @@ func resolveWord(w Word, env pathEnv) (target, bool) {
 		t.abs = path.Clean(cleanJoin(env.base(), expandTilde(w, env)))
 		t.segs = splitPath(escapeGlob(t.abs))
 		return t, true
+	}
+	var full string
+	switch {
+	case w.Tilde:
+		full = escapeGlob(env.home) + strings.TrimPrefix(g, "~")
+	case strings.HasPrefix(g, "/"):
+		full = g
+	case g[0] == wild:
+		full = "/" + g
+	case env.dir == unknownDir:
+		full = "/" + string(wild) + "/" + g
+	default:
+		full = escapeGlob(env.base()) + "/" + g
 	}
 	t.segs = globSegments(full)
 	return t, true

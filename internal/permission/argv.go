@@ -189,6 +189,7 @@ func normArgv(vals []string) argvView {
 type argvPattern struct {
 	view argvView
 	pos  [][]int16 // compiled positional globs; nil entry = a bare "*" (any words)
+	prog string    // the program, literal: a command running another cannot match
 }
 
 // compileArgvPattern returns nil unless the words include an option.
@@ -209,6 +210,9 @@ func compileArgvPattern(words []string) *argvPattern {
 	}
 	view := normArgv(vals)
 	p := &argvPattern{view: view}
+	if len(view.pos) > 0 {
+		p.prog = view.pos[0]
+	}
 	p.view.anyFlags = false
 	delete(p.view.flags, string(wild))
 	for f := range p.view.flags {

@@ -405,6 +405,10 @@ func (e *Engine) checkBash(src string, env pathEnv) Result {
 			if k == len(dirs)-1 {
 				curReads, curWrites = r, w
 			}
+			if k == 0 {
+				p.reads = make([]target, 0, len(r)*len(dirs))
+				p.writes = make([]target, 0, len(w)*len(dirs))
+			}
 			// Keep the first of equal targets (a command has few: a
 			// linear search beats building keys).
 			for _, t := range r {
@@ -437,7 +441,7 @@ func (e *Engine) checkBash(src string, env pathEnv) Result {
 	if len(src) > MaxCommandLen {
 		f.out = append(f.out, Finding{Category: CatObfuscation, Severity: High, Reason: fmt.Sprintf("command is %d characters long", len(src))})
 	}
-	var outs []outcome
+	outs := make([]outcome, 0, len(parts))
 	for _, p := range parts {
 		outs = append(outs, e.decideCommand(p.c, env, p.reads, p.writes))
 	}
@@ -503,6 +507,7 @@ func (e *Engine) combine(outs []outcome, findings []Finding) policy.Decision {
 // and input redirections) and writes (output redirections and the
 // arguments commands like tee, cp and sed -i write).
 func (e *Engine) targets(c *Command, env pathEnv) (reads, writes []target) {
+	reads = make([]target, 0, len(c.Args)+len(c.Redirs))
 	addRead := func(w Word) {
 		if t, ok := resolveWord(w, env); ok {
 			reads = append(reads, t)
@@ -603,7 +608,12 @@ func bashMatch(r *Rule, v *view) bool {
 	if v.canon != v.text && r.cmd.matchAny(v.canon) {
 		return true
 	}
-	if r.argv == nil {
+	if r.argv == nil || len(v.vals) == 0 {
+		return false
+	}
+	// A known program other than the rule's cannot match: skip building
+	// the structural view.
+	if prog := base(v.vals[0]); prog != r.argv.prog && strings.IndexByte(prog, wild) < 0 {
 		return false
 	}
 	if v.norm == nil {

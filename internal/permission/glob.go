@@ -201,7 +201,7 @@ func segMatch(pat, p []string, globPath, ancestors bool) bool {
 		return len(p) == 0 || ancestors
 	}
 	if pat[0] == "**" {
-		if !globPath && len(pat) > 1 && !strings.ContainsAny(pat[1], `*?[\`+dynStar) {
+		if !globPath && len(pat) > 1 && !hasMeta(pat[1], true) {
 			// The next segment is literal: try only where it occurs.
 			for k := range p {
 				if p[k] == pat[1] && segMatch(pat[2:], p[k+1:], globPath, ancestors) {
@@ -223,7 +223,7 @@ func segMatch(pat, p []string, globPath, ancestors bool) bool {
 	}
 	var ok bool
 	switch {
-	case !strings.ContainsAny(pat[0], `*?[\`+dynStar) && (!globPath || !strings.ContainsAny(p[0], `*?[\`+dynStar)):
+	case !hasMeta(pat[0], true) && (!globPath || !hasMeta(p[0], true)):
 		ok = pat[0] == p[0]
 	case globPath:
 		ok = segIntersect(pat[0], p[0])
@@ -313,9 +313,26 @@ func segTokens(s string) []int16 {
 	return t
 }
 
+// hasMeta reports whether s holds a glob's special characters (* ? [ \),
+// or, with dyn, the dynStar mark: strings.ContainsAny without its
+// per-call set-up, on the hot path of every path match.
+func hasMeta(s string, dyn bool) bool {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', '\\':
+			return true
+		case dynStar[0]:
+			if dyn {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // escapeGlob makes a literal path safe to use as a glob.
 func escapeGlob(s string) string {
-	if !strings.ContainsAny(s, `*?[\`) {
+	if !hasMeta(s, false) {
 		return s
 	}
 	var b strings.Builder

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -158,7 +159,7 @@ func posString(p syntax.Pos) string {
 	if !p.IsValid() {
 		return ""
 	}
-	return fmt.Sprintf("%d:%d", p.Line(), p.Col())
+	return strconv.FormatUint(uint64(p.Line()), 10) + ":" + strconv.FormatUint(uint64(p.Col()), 10)
 }
 
 func (w *walker) stmts(ss []*syntax.Stmt) {

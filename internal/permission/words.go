@@ -91,7 +91,7 @@ func evalParts(parts []syntax.WordPart, src string) Word {
 	wd := Word{Src: src}
 	if len(parts) == 1 {
 		// The common word: one plain literal, its own value and glob.
-		if l, ok := parts[0].(*syntax.Lit); ok && !strings.HasPrefix(l.Value, "~") && !strings.ContainsAny(l.Value, `\*?[`) {
+		if l, ok := parts[0].(*syntax.Lit); ok && !strings.HasPrefix(l.Value, "~") && !hasMeta(l.Value, false) {
 			wd.Value, wd.Glob = l.Value, l.Value
 			return wd
 		}
