@@ -6,9 +6,11 @@
 #   bench/run-startup.sh [--quick]
 #   MOAT_COMPARE=/path/to/another/moat [MOAT_COMPARE_NAME=what] bench/run-startup.sh
 #     adds its row and its steps (the name describes it in the results)
-# It first waits (up to QUIET_WAIT seconds, default 300) for a quiet
-# machine: others using under 10 % of the CPUs over a second. The results
-# say how much of the CPUs others used while it ran.
+# Before each part it waits (up to QUIET_WAIT seconds, default 300) for a
+# quiet machine: others using under 10 % of the CPUs over a second. The
+# start-up comparison is run again (3 times at most) while others used
+# over 15 % of the CPUs during it, and the least disturbed run is kept.
+# The results say how much of the CPUs others used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=20
@@ -18,22 +20,39 @@ command -v hyperfine >/dev/null || { echo "run-startup: hyperfine is missing (ap
 # Busy CPU ticks of the whole machine (user, nice, system, steal).
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $9; exit }' /proc/stat; }
 ncpu=$(nproc)
-quiet=""
-for _ in $(seq "${QUIET_WAIT:-300}"); do
-	b0=$(busy)
-	sleep 1
-	b1=$(busy)
-	if [ $(((b1 - b0) * 100 / (ncpu * 100))) -lt 10 ]; then
-		quiet=yes
-		break
-	fi
-done
-[ -n "$quiet" ] || echo "run-startup: the machine did not become quiet; measuring anyway" >&2
-load_before=$(cut -d" " -f1-3 /proc/loadavg)
-busy_before=$(busy)
-t_before=$(date +%s%N)
+never_quiet=""
+wait_quiet() {
+	local b0 b1
+	for _ in $(seq "${QUIET_WAIT:-300}"); do
+		b0=$(busy)
+		sleep 1
+		b1=$(busy)
+		[ $(((b1 - b0) * 100 / (ncpu * 100))) -lt 10 ] && return
+	done
+	never_quiet=yes
+	echo "run-startup: the machine did not become quiet; measuring anyway" >&2
+}
+# ours sets OURS to this script's children's CPU seconds so far (bash's
+# times, which must run in this shell, not in a $(…) subshell).
+ours() {
+	times >"$work/times"
+	OURS=$(awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } print s }' "$work/times")
+}
+# seg_start, then seg_end sets OTHERS to others' share of the CPUs (%) in
+# between: the machine's busy time less this script's.
+seg_start() {
+	ours
+	s_busy=$(busy) s_t=$(date +%s%N) s_ours=$OURS
+}
+seg_end() {
+	ours
+	OTHERS=$(awk -v b="$(($(busy) - s_busy))" -v o="$OURS" -v o0="$s_ours" -v t="$(($(date +%s%N) - s_t))" -v n="$ncpu" \
+		'BEGIN { x = (b / 100 - (o - o0)) / (t / 1e9 * n) * 100; if (x < 0) x = 0; printf "%.0f", x }')
+}
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+load_before=$(cut -d" " -f1-3 /proc/loadavg)
 go build -o "$work/moat" ./cmd/moat
 chmod 755 "$work"
 mkdir -p "$work/ws"
@@ -67,11 +86,26 @@ else
 	notes+=("srt: @anthropic-ai/sandbox-runtime could not be installed with npm")
 fi
 
-hyperfine -N --warmup 3 --runs "$runs" --export-markdown "$work/startup.md" "${cmds[@]}" >&2
+startup_others=1000
+for attempt in 1 2 3; do
+	wait_quiet
+	seg_start
+	hyperfine -N --warmup 3 --runs "$runs" --export-markdown "$work/startup-try.md" "${cmds[@]}" >&2
+	seg_end
+	o=$OTHERS
+	echo "run-startup: start-up comparison $attempt: others used $o % of the CPUs" >&2
+	if [ "$o" -lt "$startup_others" ]; then
+		startup_others=$o
+		cp "$work/startup-try.md" "$work/startup.md"
+	fi
+	[ "$o" -le 15 ] && break
+done
 
 # Where the time goes: each step's offset from moat's first mark, median
 # of the runs (MOAT_TRACE_START=1; docs/sandbox.md); with MOAT_COMPARE,
 # its steps too (when it has the trace), runs interleaved.
+wait_quiet
+seg_start
 : >"$work/trace.txt"
 for _ in $(seq "$runs"); do
 	MOAT_TRACE_START=1 $moat true 2>&1 >/dev/null | sed -n 's/^moat: trace:/A/p' >>"$work/trace.txt" || true
@@ -104,6 +138,8 @@ END { for (j = 1; j <= k; j++) { key = keys[j]
 	fi
 	cat "$work/trace-rows.md"
 } >"$work/trace.md"
+seg_end
+trace_others=$OTHERS
 
 # File I/O: open, fstat and close one file 100,000 times.
 cat >"$work/ws/io.py" <<'PY'
@@ -113,25 +149,21 @@ open(p, "w").close()
 for _ in range(100000):
     fd = os.open(p, os.O_RDONLY); os.fstat(fd); os.close(fd)
 PY
+wait_quiet
+seg_start
 hyperfine -N --warmup 2 --runs "$runs" --export-markdown "$work/io.md" \
 	-n "file I/O loop, bare" "python3 io.py" \
 	-n "file I/O loop, in moat run" "$moat python3 io.py" >&2
 
-# Others' share of the CPUs while this ran: the machine's busy time less
-# this script's children's (bash's times: user and system, in seconds).
-busy_after=$(busy)
-t_after=$(date +%s%N)
-times >"$work/times" # in this shell: a subshell's would not count hyperfine
-ours=$(awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } print s }' "$work/times")
-others=$(awk -v b="$((busy_after - busy_before))" -v o="$ours" -v t="$((t_after - t_before))" -v n="$ncpu" \
-	'BEGIN { x = (b / 100 - o) / (t / 1e9 * n) * 100; if (x < 0) x = 0; printf "%.0f", x }')
+seg_end
+io_others=$OTHERS
 
 out="$OLDPWD/bench/RESULTS-run.md"
 {
 	echo "# moat run: start-up and file-I/O overhead"
 	echo
 	echo "Measured by \`bench/run-startup.sh\` on $(uname -r), $(nproc) cores, $(date -u +%Y-%m-%d); hyperfine -N, $runs runs, 3 warm-ups."
-	echo "moat runs the default profile (cgroups when root: each run creates and removes them). Others used $others % of the CPUs while this ran$([ -n "$quiet" ] || echo " (the machine never became quiet)"); load average before: $load_before, at the end: $(cut -d" " -f1-3 /proc/loadavg) (1, 5, 15 minutes). Compare ratios within one run only."
+	echo "moat runs the default profile (cgroups when root: each run creates and removes them). Others' share of the CPUs while each part ran: start-up $startup_others %, steps $trace_others %, file I/O $io_others %$([ -z "$never_quiet" ] || echo " (the machine was not always quiet before a part)"); load average before: $load_before, at the end: $(cut -d" " -f1-3 /proc/loadavg) (1, 5, 15 minutes). Compare ratios within one run only."
 	echo
 	echo "## Start-up: \`CMD true\`"
 	echo
