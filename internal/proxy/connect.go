@@ -65,7 +65,6 @@ func (s *Server) handleConnect(c *clientConn, req *http.Request, start time.Time
 // byte of it reaches the upstream.
 func (s *Server) tunnel(c *clientConn, d *dest, rec audit.Record, start time.Time) {
 	up := d.conn
-	defer up.Close()
 	rec.Addr = d.addr.String()
 	rec.Decision = "allow"
 	rec.Rule, rec.Reason, rec.WouldDeny = d.decision.Rule, d.decision.Reason, d.decision.WouldDeny
@@ -75,43 +74,75 @@ func (s *Server) tunnel(c *clientConn, d *dest, rec audit.Record, start time.Tim
 		rec.Status = 0
 	}
 	s.record(rec)
-
-	var upN, downN atomic.Int64
 	if !s.track(up) { // Close must be able to end the tunnel from either side
+		up.Close()
 		return
 	}
-	defer s.untrack(up)
-	var upDone atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		// Upstream to client starts at once: some protocols speak first.
-		relay(c.Conn, up, &downN)
-		closeWrite(c.Conn)
-		// The upstream is done; a client that keeps its side open gets a
-		// little time to notice, not forever.
-		upDone.Store(true)
-		c.SetReadDeadline(time.Now().Add(halfCloseGrace))
-		close(done)
-	}()
-	refused := s.clientToUpstream(c, up, &rec, &upN, &upDone)
+	// The two directions run in goroutines of their own and the goroutine
+	// that read the request ends here: its stack, grown by parsing, is not
+	// kept for as long as the tunnel sits idle.
+	t := &tunnelRun{s: s, c: c, up: up, rec: rec, start: start}
+	t.left.Store(2)
+	c.handedOff = true
+	s.wg.Add(2)
+	go t.upstreamToClient()
+	go t.clientSide()
+}
+
+// tunnelRun is one open tunnel; the direction that finishes last closes it.
+type tunnelRun struct {
+	s          *Server
+	c          *clientConn
+	up         net.Conn
+	rec        audit.Record
+	start      time.Time
+	upN, downN atomic.Int64
+	upDone     atomic.Bool
+	left       atomic.Int32
+	refused    bool
+}
+
+// upstreamToClient starts at once: some protocols speak first.
+func (t *tunnelRun) upstreamToClient() {
+	defer t.s.wg.Done()
+	relay(t.c.Conn, t.up, &t.downN)
+	closeWrite(t.c.Conn)
+	// The upstream is done; a client that keeps its side open gets a
+	// little time to notice, not forever.
+	t.upDone.Store(true)
+	t.c.SetReadDeadline(time.Now().Add(halfCloseGrace))
+	t.finish()
+}
+
+func (t *tunnelRun) clientSide() {
+	defer t.s.wg.Done()
+	t.refused = t.s.clientToUpstream(t.c, t.up, &t.rec, &t.upN, &t.upDone)
 	// The client is done sending. The upstream may still be answering a
 	// client that half-closed after its request: give it a little time.
-	select {
-	case <-done:
-	case <-time.After(halfCloseGrace):
-	}
-	c.Close()
-	up.Close()
-	<-done
+	grace := time.Now().Add(halfCloseGrace)
+	t.up.SetReadDeadline(grace)
+	t.c.SetWriteDeadline(grace)
+	t.finish()
+}
 
+func (t *tunnelRun) finish() {
+	if t.left.Add(-1) != 0 {
+		return
+	}
+	t.c.Close()
+	t.up.Close()
+	t.s.untrack(t.c.Conn)
+	t.s.untrack(t.up)
+	t.s.active.Add(-1)
+	rec := t.rec
 	rec.Event = "close"
-	rec.BytesUp, rec.BytesDown = upN.Load(), downN.Load()
-	rec.Duration = ms(time.Since(start))
-	if refused {
+	rec.BytesUp, rec.BytesDown = t.upN.Load(), t.downN.Load()
+	rec.Duration = ms(time.Since(t.start))
+	if t.refused {
 		rec.Decision = "deny"
 		rec.WouldDeny = false
 	}
-	s.record(rec)
+	t.s.record(rec)
 }
 
 // halfCloseGrace is how long a tunnel stays open after one side finished.

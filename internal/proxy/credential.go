@@ -355,25 +355,37 @@ func (m *masker) pending(b []byte) int {
 // them plain), and any other encoding is refused, since a secret inside it
 // could not be found.
 func decodeForMasking(resp *http.Response) error {
-	enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding")))
-	switch enc {
-	case "", "identity":
-		return nil
-	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(resp.Body)
-		if err != nil {
-			return fmt.Errorf("response to a request carrying a credential: gzip: %w", err)
+	// Every coding, from every Content-Encoding line, in the order applied.
+	var codings []string
+	for _, v := range resp.Header.Values("Content-Encoding") {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.ToLower(strings.TrimSpace(c)); c != "" && c != "identity" {
+				codings = append(codings, c)
+			}
 		}
-		resp.Body = readCloser{zr, resp.Body}
-	case "deflate":
-		zr, err := zlib.NewReader(resp.Body)
-		if err != nil {
-			return fmt.Errorf("response to a request carrying a credential: deflate: %w", err)
-		}
-		resp.Body = readCloser{zr, resp.Body}
-	default:
-		return fmt.Errorf("the response to a request carrying a credential is %s-encoded, which moat cannot search for a reflected secret", enc)
 	}
+	if len(codings) == 0 {
+		resp.Header.Del("Content-Encoding")
+		return nil
+	}
+	body := resp.Body
+	for i := len(codings) - 1; i >= 0; i-- { // the last applied is undone first
+		var r io.Reader
+		var err error
+		switch codings[i] {
+		case "gzip", "x-gzip":
+			r, err = gzip.NewReader(body)
+		case "deflate":
+			r, err = zlib.NewReader(body)
+		default:
+			return fmt.Errorf("the response to a request carrying a credential is %s-encoded, which moat cannot search for a reflected secret", codings[i])
+		}
+		if err != nil {
+			return fmt.Errorf("response to a request carrying a credential: %s: %w", codings[i], err)
+		}
+		body = readCloser{r, resp.Body}
+	}
+	resp.Body = body
 	resp.Header.Del("Content-Encoding")
 	resp.Header.Del("Content-Length")
 	resp.ContentLength = -1

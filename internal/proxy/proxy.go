@@ -214,8 +214,9 @@ func (s *Server) Serve(l net.Listener) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer s.untrack(c)
-			s.serveConn(c)
+			if !s.serveConn(c) {
+				s.untrack(c)
+			}
 		}()
 	}
 }
@@ -306,9 +307,16 @@ func (s *Server) ActiveConns() int64 { return s.active.Load() }
 // serveConn tells SOCKS5 from HTTP by the first byte and hands the
 // connection over. It enforces the connection limit, answering in the
 // client's own protocol so that an overloaded proxy never looks like a hang.
-func (s *Server) serveConn(c net.Conn) {
+func (s *Server) serveConn(c net.Conn) (handedOff bool) {
 	n := s.active.Add(1)
-	defer s.active.Add(-1)
+	var cl *clientConn
+	defer func() {
+		if cl != nil && cl.handedOff {
+			handedOff = true // an open tunnel owns the connection now
+			return
+		}
+		s.active.Add(-1)
+	}()
 
 	c.SetReadDeadline(time.Now().Add(orDefault(s.HeaderTimeout, DefaultHeaderTimeout)))
 	br := bufio.NewReaderSize(c, smallReader)
@@ -316,7 +324,7 @@ func (s *Server) serveConn(c net.Conn) {
 	if err != nil {
 		return // closed or silent before its first byte: nothing to answer
 	}
-	cl := &clientConn{Conn: c, br: br, client: clientName(c)}
+	cl = &clientConn{Conn: c, br: br, client: clientName(c)}
 	if n > int64(orDefault(s.MaxConns, DefaultMaxConns)) {
 		s.overloaded(cl, first[0] == socksVersion)
 		return
@@ -326,6 +334,7 @@ func (s *Server) serveConn(c net.Conn) {
 		return
 	}
 	s.serveHTTP(cl)
+	return
 }
 
 // smallReader is the client reader's first size; readHeaderBlock grows it
@@ -338,6 +347,9 @@ type clientConn struct {
 	br      *bufio.Reader
 	client  string // remote address, or "unix" for Unix sockets
 	session string // authenticated proxy user, if any
+	// handedOff is set when a tunnel's goroutines took the connection
+	// over: they close it and count it out when the tunnel ends.
+	handedOff bool
 }
 
 func (c *clientConn) Read(p []byte) (int, error) { return c.br.Read(p) }
