@@ -188,10 +188,21 @@ func (p *Peer) tail() string {
 }
 
 // LogStats counts the bytes and the non-blank lines of the peer's
-// per-request log (moat pads its audit log with blank lines so that no
-// record straddles a page).
+// per-request log, the files it rotated away (LOG.1, LOG.2, …) included;
+// moat pads its audit log with blank lines so that no record straddles a
+// page.
 func (p *Peer) LogStats() (bytesN, lines int64) {
-	f, err := os.Open(p.LogFile)
+	files, _ := filepath.Glob(p.LogFile + ".[0-9]*")
+	for _, name := range append(files, p.LogFile) {
+		b, l := countLines(name)
+		bytesN += b
+		lines += l
+	}
+	return bytesN, lines
+}
+
+func countLines(name string) (bytesN, lines int64) {
+	f, err := os.Open(name)
 	if err != nil {
 		return 0, 0
 	}

@@ -35,8 +35,10 @@ type table struct {
 	rows         []row
 }
 
-// median picks, for each target, the round whose key value is the median, so
-// that a cell's rate and latencies come from the same run.
+// median picks, for each target, one round of a workload so that a cell's
+// rate and latencies come from the same run: the median by key of the rounds
+// that others did not disturb (see measured), or the least disturbed round
+// if every round was.
 func median(res *Results, workload string, key func(Stats) float64) map[string]Stats {
 	by := map[string][]Stats{}
 	for _, r := range res.Runs {
@@ -46,10 +48,30 @@ func median(res *Results, workload string, key func(Stats) float64) map[string]S
 	}
 	out := map[string]Stats{}
 	for t, ss := range by {
-		slices.SortFunc(ss, func(a, b Stats) int { return cmpFloat(key(a), key(b)) })
-		out[t] = ss[len(ss)/2]
+		var quiet []Stats
+		for _, s := range ss {
+			if s.Others <= disturbed {
+				quiet = append(quiet, s)
+			}
+		}
+		if len(quiet) == 0 {
+			out[t] = slices.MinFunc(ss, func(a, b Stats) int { return cmpFloat(a.Others, b.Others) })
+			continue
+		}
+		slices.SortFunc(quiet, func(a, b Stats) int { return cmpFloat(key(a), key(b)) })
+		out[t] = quiet[len(quiet)/2]
 	}
 	return out
+}
+
+// othersRow shows how much other processes used the CPUs during each kept
+// cell of a workload.
+func othersRow(name string, m map[string]Stats) row {
+	vals := map[string]float64{}
+	for t, s := range m {
+		vals[t] = 100 * s.Others
+	}
+	return row{name: name, vals: vals, format: func(v float64) string { return fmt.Sprintf("%.0f%%", v) }}
 }
 
 // spread is the largest (max−min)/median over the rounds of any cell.
@@ -112,6 +134,7 @@ func buildTables(res *Results) []table {
 	}
 	m16 := median(res, wHTTP16, rate)
 	http.rows = append(http.rows,
+		othersRow("c=16 others' CPU share in the kept round", m16),
 		row{name: "c=16 connections opened per 1,000 requests", vals: pick(m16, func(s Stats) float64 {
 			if s.Ops == 0 {
 				return math.NaN()
@@ -162,6 +185,7 @@ func buildTables(res *Results) []table {
 			{name: "tunnels/s", vals: pick(mc, rate), format: count, higher: true, compare: true},
 			{name: "p50 ms", vals: pick(mc, func(s Stats) float64 { return ms(s.P50) }), format: millis, compare: true},
 			{name: "p99 ms", vals: pick(mc, func(s Stats) float64 { return ms(s.P99) }), format: millis, compare: true},
+			othersRow("others' CPU share in the kept round", mc),
 			{name: "failed tunnels (all rounds)", vals: errorsOf(res, wConnect), format: count},
 		},
 	})
@@ -176,6 +200,7 @@ func buildTables(res *Results) []table {
 		direct: true,
 		rows: []row{
 			{name: "MB/s", vals: pick(mb, mbps), format: count, higher: true, compare: true},
+			othersRow("others' CPU share in the kept round", mb),
 			{name: "failed transfers (all rounds)", vals: errorsOf(res, wBulk), format: count},
 		},
 	})
@@ -287,7 +312,7 @@ func writeReport(w io.Writer, res *Results) {
 		}
 	}
 	worst, where := spread(res)
-	p("\nEach throughput cell is the median of %d round(s) of a %v window after a %v warm-up; every round runs all targets back to back. ", res.Settings.Rounds, res.Settings.Duration, res.Settings.Warmup)
+	p("\nEach throughput cell comes from one of %d round(s) of a %v window after a %v warm-up (every round runs all targets back to back): the median of the rounds in which other processes took at most %.0f%% of the CPUs, or the least disturbed round if none was that quiet. ", res.Settings.Rounds, res.Settings.Duration, res.Settings.Warmup, 100*disturbed)
 	if res.Settings.Rounds > 1 {
 		p("Largest round-to-round spread of a cell, (max − min) / median: %.0f%% (%s). ", 100*worst, where)
 	}
