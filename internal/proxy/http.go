@@ -410,7 +410,10 @@ func (s *Server) forward(c *clientConn, req *http.Request, info headerInfo, star
 	// A body the upstream did not read to its end (it answered early) is
 	// still on the connection: the connection cannot carry another request.
 	keep := !req.Close && !resp.Close && (body == nil || body.eof.Load())
-	bw := bufio.NewWriterSize(c.Conn, 4096)
+	if c.bw == nil {
+		c.bw = bufio.NewWriterSize(c.Conn, 4096)
+	}
+	bw := c.bw
 	rec.Credential = credentialNames(applied)
 	if mask != nil {
 		if err := decodeForMasking(resp); err != nil {
@@ -505,11 +508,16 @@ func writeResponse(bw *bufio.Writer, resp *http.Response, method string, close b
 		return 0, err
 	}
 	bw.WriteString("\r\n")
-	if err := bw.Flush(); err != nil {
-		return 0, err
-	}
 	if noBody {
-		return 0, nil
+		return 0, bw.Flush()
+	}
+	// The headers wait for the first piece of the body, so a small reply
+	// goes out in one write, unless the body is of unknown length: a
+	// stream's headers go out at once.
+	if resp.ContentLength < 0 {
+		if err := bw.Flush(); err != nil {
+			return 0, err
+		}
 	}
 	var n int64
 	send := func(p []byte) error {

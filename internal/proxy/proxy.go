@@ -345,8 +345,9 @@ const smallReader = 4096
 type clientConn struct {
 	net.Conn
 	br      *bufio.Reader
-	client  string // remote address, or "unix" for Unix sockets
-	session string // authenticated proxy user, if any
+	bw      *bufio.Writer // responses, made on the first one
+	client  string        // remote address, or "unix" for Unix sockets
+	session string        // authenticated proxy user, if any
 	// handedOff is set when a tunnel's goroutines took the connection
 	// over: they close it and count it out when the tunnel ends.
 	handedOff bool

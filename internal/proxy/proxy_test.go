@@ -70,7 +70,7 @@ func (m *memRecorder) dump() string {
 }
 
 // testPolicy loads a policy written as YAML through the real loader.
-func testPolicy(t *testing.T, yaml string) *policy.Policy {
+func testPolicy(t testing.TB, yaml string) *policy.Policy {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "moat.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
@@ -92,7 +92,7 @@ type fixture struct {
 	hosts   map[string][]netip.Addr
 }
 
-func newFixture(t *testing.T, yaml string, hosts map[string]string, opts ...func(*Server)) *fixture {
+func newFixture(t testing.TB, yaml string, hosts map[string]string, opts ...func(*Server)) *fixture {
 	t.Helper()
 	f := &fixture{rec: &memRecorder{}, hosts: map[string][]netip.Addr{}}
 	for name, addr := range hosts {
