@@ -85,7 +85,10 @@ else
 fi
 moat_flags=()
 if (cd "$src" && go build -o "$OLDPWD/$work/bin/moat" ./cmd/moat) 2>"$work/moat-build.log"; then
-	if "$work/bin/moat" help 2>&1 | grep -qE '^[[:space:]]+proxy[[:space:]]'; then
+	# Not "moat help | grep -q": grep's early exit would SIGPIPE moat and,
+	# under pipefail, fail the test.
+	commands=$("$work/bin/moat" help 2>&1 || true)
+	if grep -qE '^[[:space:]]+proxy[[:space:]]' <<<"$commands"; then
 		moat_flags=(--moat "$work/bin/moat" --moat-rev "$moat_rev")
 	else
 		moat_flags=(--moat-skip-reason "moat at $moat_rev has no proxy command yet")
@@ -94,6 +97,7 @@ else
 	echo "run.sh: go build ./cmd/moat failed; see $work/moat-build.log" >&2
 	moat_flags=(--moat-skip-reason "go build ./cmd/moat failed at $moat_rev")
 fi
+[ -z "$rev" ] || rm -rf "$src" # exec below skips the EXIT trap
 
 flags=(--out "$out" --json "${out%.md}.json" --command "$cmdline")
 [ -z "$quick" ] || flags+=(--quick)
