@@ -56,6 +56,16 @@ func pid1(began int64) {
 	// time the sandbox is built.
 	runtime.LockOSThread()
 	thread := newCommandThread()
+	// Signals to forward, registered before the command exists so none
+	// is lost; in parallel with building the sandbox, as each signal
+	// enabled is a round trip to the Go runtime's signal thread.
+	sigs := make(chan os.Signal, 16)
+	notified := make(chan struct{})
+	go func() {
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
+			syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGTSTP)
+		close(notified)
+	}()
 	unix.CloseOnExec(ctlFD)
 	typ, body, fds, err := recvMsg(ctlFD)
 	if err != nil || typ != msgSpec {
@@ -86,12 +96,6 @@ func pid1(began int64) {
 	}
 	tr.Mark("network")
 
-	// Signals to forward, registered before the command exists so none
-	// is lost.
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
-		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGTSTP)
-
 	if cfg.AwaitCgroups {
 		if typ, _, _, err := recvMsg(ctlFD); err != nil || typ != msgJoined {
 			os.Exit(125) // the parent reports why
@@ -111,6 +115,7 @@ func pid1(began int64) {
 		unix.Close(master)
 		stdio = os.NewFile(uintptr(slave), "pty")
 	}
+	<-notified
 	pid, err := startLastStage(&cfg, stdio, tr, thread)
 	if stdio != nil {
 		stdio.Close()

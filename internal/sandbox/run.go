@@ -102,13 +102,6 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 		}
 	}()
 
-	if o.ForwardSignals {
-		// Registered before the command exists, so a signal that arrives
-		// while it starts is held and forwarded, not lost.
-		sb.sigs = make(chan os.Signal, 8)
-		signal.Notify(sb.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
-	}
-
 	uid, gid := os.Getuid(), os.Getgid()
 	hostUID, hostGID, inUID, inGID := uid, gid, uid, gid
 	if uid == 0 {
@@ -146,6 +139,16 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 			unix.Close(fd)
 		}
 	}()
+	if o.ForwardSignals {
+		// Registered before the command exists (prep is waited for before
+		// the spec is sent), so a signal that arrives while it starts is
+		// held and forwarded, not lost; in parallel, as each signal
+		// enabled is a round trip to the Go runtime's signal thread.
+		sb.sigs = make(chan os.Signal, 8)
+		prep.Go(func() {
+			signal.Notify(sb.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+		})
+	}
 
 	stdin, stdout, stderr := o.Stdin, o.Stdout, o.Stderr
 	if o.TTY {
