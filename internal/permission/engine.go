@@ -313,7 +313,8 @@ func (e *Engine) CheckCommand(cmd, cwd, home string) Result {
 // outcome is one part's decision while a command line is being decided.
 type outcome struct {
 	d        policy.Decision
-	fromRule bool // a rule decided (not a finding or the default)
+	fromRule bool   // a rule decided (not a finding or the default)
+	allowed  string // for an allow: the command's text, for the reason
 }
 
 func deny(rule, reason string) policy.Decision {
@@ -497,6 +498,9 @@ func (e *Engine) combine(outs []outcome, findings []Finding) policy.Decision {
 		}
 	}
 	reason := outs[0].d.Reason
+	if outs[0].d.Verdict == policy.Allow && outs[0].fromRule { // decideCommand's allow
+		reason = quoteCmd(outs[0].allowed) + " is allowed"
+	}
 	if len(outs) > 1 {
 		reason = fmt.Sprintf("all %d commands are allowed", len(outs))
 	}
@@ -652,40 +656,39 @@ func (e *Engine) decideCommand(c *Command, env pathEnv, reads, writes []target) 
 	if len(c.Args) > 0 {
 		views = append(views, newView(c.Args))
 	}
-	shown := quoteCmd(c.Text)
 	for k, v := range [2]policy.Verdict{policy.Deny, policy.Ask} {
 		for _, r := range e.bash[k] {
 			for _, vw := range views {
 				if bashMatch(r, vw) {
 					return outcome{policy.Decision{Verdict: v, Rule: r.Cite,
-						Reason: fmt.Sprintf("%s matches %s rule %s", quoteCmd(vw.text), v, r.Raw)}, true}
+						Reason: fmt.Sprintf("%s matches %s rule %s", quoteCmd(vw.text), v, r.Raw)}, true, ""}
 				}
 			}
 		}
 		if d, ok := e.pathRules(e.paths[k], v, c, env, reads, writes); ok {
-			return outcome{d, true}
+			return outcome{d, true, ""}
 		}
 	}
 	if c.NoAllow != "" {
-		return outcome{ask("builtin:no-allow", c.NoAllow+": "+shown), false}
+		return outcome{ask("builtin:no-allow", c.NoAllow+": "+quoteCmd(c.Text)), false, ""}
 	}
 	for _, t := range writes {
 		if t.abs == "" && t.segs == nil {
-			return outcome{ask("builtin:dynamic-write", fmt.Sprintf("writes to %s, a path known only when it runs", t.word.Src)), false}
+			return outcome{ask("builtin:dynamic-write", fmt.Sprintf("writes to %s, a path known only when it runs", t.word.Src)), false, ""}
 		}
 		if !e.allowedWrite(t, env) {
-			return outcome{ask("builtin:write-outside-workspace", fmt.Sprintf("writes %s, outside the working directory %s, and no Edit rule allows it", t.word.Src, env.cwd)), false}
+			return outcome{ask("builtin:write-outside-workspace", fmt.Sprintf("writes %s, outside the working directory %s, and no Edit rule allows it", t.word.Src, env.cwd)), false, ""}
 		}
 	}
 	// Allow: every layer that needs it, and the payload.
 	var cites []string
-	for _, l := range c.Layers {
+	for i, l := range c.Layers {
 		if !l.NeedsAllow {
 			continue
 		}
-		r := e.allowRule(l.Args, nil)
+		r := e.allowRule(l.Args, nil, views[i].text)
 		if r == nil {
-			return e.fallback(l.Args, c, shown)
+			return e.fallback(l.Args, c, quoteCmd(c.Text))
 		}
 		cites = append(cites, r.Cite)
 	}
@@ -695,18 +698,18 @@ func (e *Engine) decideCommand(c *Command, env pathEnv, reads, writes []target) 
 			cites = append(cites, "builtin:runner")
 		}
 	default:
-		r := e.allowRule(c.Args, c.Env)
+		r := e.allowRule(c.Args, c.Env, views[len(views)-1].text)
 		switch {
 		case r != nil:
 			cites = append(cites, r.Cite)
 		case !e.opt.NoReadOnly && c.Opaque == "" && len(c.Env) == 0 && readOnly(c.Args):
 			cites = append(cites, "builtin:read-only")
 		default:
-			return e.fallback(c.Args, c, shown)
+			return e.fallback(c.Args, c, quoteCmd(c.Text))
 		}
 	}
-	return outcome{policy.Decision{Verdict: policy.Allow, Rule: strings.Join(cites, "; "),
-		Reason: fmt.Sprintf("%s is allowed", shown)}, true}
+	// The reason is written by combine, and only if it shows it.
+	return outcome{d: policy.Decision{Verdict: policy.Allow, Rule: strings.Join(cites, "; ")}, fromRule: true, allowed: c.Text}
 }
 
 // fallback is the decision for a command no allow rule covers.
@@ -722,7 +725,7 @@ func (e *Engine) fallback(args []Word, c *Command, shown string) outcome {
 	if d.Verdict == policy.Allow && (!known(args) || c.Opaque != "") {
 		d.Verdict = policy.Ask
 	}
-	return outcome{d, false}
+	return outcome{d, false, ""}
 }
 
 // safeEnv are variables an allow rule may look past (Claude Code strips a
@@ -734,11 +737,10 @@ var safeEnv = map[string]bool{"NODE_ENV": true, "RUST_LOG": true, "RUST_BACKTRAC
 // allowRule returns the first allow rule covering every value the command
 // can take, or nil. Environment prefixes outside safeEnv must be spelled
 // out in the rule.
-func (e *Engine) allowRule(args []Word, envs []Assign) *Rule {
+func (e *Engine) allowRule(args []Word, envs []Assign, t string) *Rule {
 	if !known(args) {
 		return nil
 	}
-	t := text(args)
 	for _, a := range envs {
 		if !a.Value.Known() {
 			return nil

@@ -52,29 +52,40 @@ func evalWord(w *syntax.Word, src string) []Word {
 
 // appendWord is evalWord appending to dst.
 func appendWord(dst []Word, w *syntax.Word, src string) []Word {
-	text := src
 	if hasBraces(w) {
-		cp := *w
-		if syntax.SplitBraces(&cp) {
-			var out []Word
-			for bw, err := range expand.BracesSeq(nil, &cp) {
-				if err != nil || len(out) == maxBraceFields {
-					one := evalParts(w.Parts, text)
-					one.Dynamic = true
-					one.Value, one.Glob = string(wild), string(wild)
-					return append(dst, one)
-				}
-				out = append(out, evalParts(bw.Parts, text))
-			}
-			for i := range out {
-				out[i].Pos = w.Pos()
-			}
+		if out, ok := braceWords(w, src); ok {
 			return append(dst, out...)
 		}
 	}
-	one := evalParts(w.Parts, text)
+	one := evalParts(w.Parts, src)
 	one.Pos = w.Pos()
 	return append(dst, one)
+}
+
+// braceWords brace-expands a word; false if it has no brace expansion.
+// It is a function of its own because the expansion's iterator allocates
+// its state on entry to whatever function holds it.
+//
+//go:noinline
+func braceWords(w *syntax.Word, text string) ([]Word, bool) {
+	cp := *w
+	if !syntax.SplitBraces(&cp) {
+		return nil, false
+	}
+	var out []Word
+	for bw, err := range expand.BracesSeq(nil, &cp) {
+		if err != nil || len(out) == maxBraceFields {
+			one := evalParts(w.Parts, text)
+			one.Dynamic = true
+			one.Value, one.Glob = string(wild), string(wild)
+			return []Word{one}, true
+		}
+		out = append(out, evalParts(bw.Parts, text))
+	}
+	for i := range out {
+		out[i].Pos = w.Pos()
+	}
+	return out, true
 }
 
 func hasBraces(w *syntax.Word) bool {
