@@ -66,6 +66,7 @@ func (s *Server) ServeEndpoint(l net.Listener, ep Endpoint) error {
 			// knowing the sandbox's addresses.
 		},
 		Transport:     s.endpointTransport(ep, host, port),
+		BufferPool:    copyBuffers{},
 		FlushInterval: -1, // server-sent events go out as they arrive
 		ErrorHandler:  h.upstreamError,
 		ModifyResponse: func(resp *http.Response) error {
@@ -298,6 +299,7 @@ func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 type maskingBody struct {
 	rc      io.ReadCloser
 	sm      *streamMasker
+	buf     []byte // reused between reads
 	pending []byte
 	eof     bool
 }
@@ -307,7 +309,10 @@ func (b *maskingBody) Read(p []byte) (int, error) {
 		if b.eof {
 			return 0, io.EOF
 		}
-		buf := make([]byte, len(p))
+		if cap(b.buf) < len(p) {
+			b.buf = make([]byte, len(p))
+		}
+		buf := b.buf[:len(p)]
 		n, err := b.rc.Read(buf)
 		b.pending = append(b.pending, b.sm.write(buf[:n])...)
 		if err == io.EOF {
@@ -327,3 +332,10 @@ func (b *maskingBody) Read(p []byte) (int, error) {
 }
 
 func (b *maskingBody) Close() error { return b.rc.Close() }
+
+// copyBuffers lends the reverse proxy the relay's pooled buffers, instead
+// of a new 32 KiB buffer per response.
+type copyBuffers struct{}
+
+func (copyBuffers) Get() []byte  { return *bufPool.Get().(*[]byte) }
+func (copyBuffers) Put(b []byte) { bufPool.Put(&b) }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/moatsec/moat/internal/audit"
 	"github.com/moatsec/moat/internal/policy"
+	xproxy "golang.org/x/net/proxy"
 )
 
 func TestCAInitAndLoad(t *testing.T) {
@@ -153,4 +154,52 @@ network:
 		t.Fatal("the proxy completed a handshake for SNI evil.test inside a tunnel to api.test")
 	}
 	f.rec.find(t, func(r audit.Record) bool { return r.Rule == "sni-mismatch" && r.SNI == "evil.test" })
+}
+
+// A SOCKS5 connection to an intercepted host is terminated too: asking
+// through SOCKS must not step around credentials and request rules.
+func TestInterceptThroughSOCKS5(t *testing.T) {
+	upCA := newTestCA(t)
+	var seen []string
+	up := upCA.tlsUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Method+" "+r.URL.Path+" "+r.Header.Get("X-Api-Key"))
+	}), "api.test")
+	port := portOf(t, up.URL)
+	moatCA, _, err := InitCA(filepath.Join(t.TempDir(), "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred := testCredential(t, "api.test:"+port)
+	rule, _ := policy.ParseHostRule("api.test:" + port)
+	f := newFixture(t, `version: 1
+network:
+  allow: ["api.test:`+port+`"]
+  allow_private: ["api.test"]
+  request_deny: ["api.test POST /gists"]
+`, map[string]string{"api.test": "127.0.0.1"}, func(s *Server) {
+		s.Credentials = []*Credential{cred}
+		s.UpstreamTLS = &tls.Config{RootCAs: upCA.pool}
+		s.CA = moatCA
+		s.Intercept = []policy.HostRule{rule}
+	})
+	roots := x509.NewCertPool()
+	roots.AddCert(moatCA.Cert)
+	d, _ := xproxy.SOCKS5("tcp", f.addr, nil, xproxy.Direct)
+	c := &http.Client{Transport: &http.Transport{Dial: d.Dial, TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	resp, err := c.Get("https://api.test:" + port + "/v1")
+	if err != nil {
+		t.Fatalf("GET through SOCKS5 (the certificate must be moat's): %v", err)
+	}
+	readBody(t, resp)
+	resp, err = c.Post("https://api.test:"+port+"/gists", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.StatusCode != 403 {
+		t.Errorf("POST /gists through SOCKS5: %d; want 403 by the request rule", resp.StatusCode)
+	}
+	if len(seen) != 1 || seen[0] != "GET /v1 "+canary {
+		t.Errorf("upstream saw %q; want only the GET, with the injected key", seen)
+	}
 }

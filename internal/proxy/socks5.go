@@ -252,6 +252,12 @@ func (s *Server) serveSOCKS(c *clientConn) {
 		d.conn.Close()
 		return
 	}
+	if s.intercepts(req.host, req.port) {
+		// Terminated like a CONNECT tunnel: request rules and credentials
+		// must not be stepped around by asking through SOCKS instead.
+		s.intercept(c, d, rec, start)
+		return
+	}
 	s.charge(d, c.session, req.host, req.port)
 	s.tunnel(c, d, rec, start)
 }
