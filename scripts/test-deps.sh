@@ -17,6 +17,7 @@ have wrk        || need+=(wrk)
 have unshare    || need+=(util-linux)
 have prlimit    || need+=(util-linux)
 have ip         || need+=(iproute2)
+have tmux       || need+=(tmux)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 have go         || need+=(golang-go)
 
