@@ -86,11 +86,23 @@ else
 	notes+=("srt: @anthropic-ai/sandbox-runtime could not be installed with npm")
 fi
 
+# hyperfine hides a failing command's output: say what failed.
+explain_failure() {
+	for _ in $(seq 200); do
+		if ! $moat true </dev/null >"$work/fail.out" 2>&1; then
+			echo "run-startup: moat run -- true failed:" >&2
+			cat "$work/fail.out" >&2
+			exit 1
+		fi
+	done
+	echo "run-startup: hyperfine failed, and 200 more runs of moat run -- true did not" >&2
+	exit 1
+}
 startup_others=1000
 for attempt in 1 2 3; do
 	wait_quiet
 	seg_start
-	hyperfine -N --warmup 3 --runs "$runs" --export-markdown "$work/startup-try.md" "${cmds[@]}" >&2
+	hyperfine -N --warmup 3 --runs "$runs" --export-markdown "$work/startup-try.md" "${cmds[@]}" >&2 || explain_failure
 	seg_end
 	o=$OTHERS
 	echo "run-startup: start-up comparison $attempt: others used $o % of the CPUs" >&2
