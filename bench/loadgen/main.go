@@ -66,6 +66,7 @@ type options struct {
 	keep         bool
 	timeout      time.Duration
 	quietBudget  time.Duration
+	reportFrom   string
 }
 
 func main() {
@@ -79,6 +80,13 @@ func main() {
 	o, err := parseFlags(os.Args[1:], os.Stderr)
 	if err != nil {
 		os.Exit(2)
+	}
+	if o.reportFrom != "" {
+		if err := rerender(o); err != nil {
+			fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+			os.Exit(1)
+		}
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -112,6 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep each proxy's configuration and logs in its temporary directory")
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the whole run after this long (default: twice the longest the settings can take)")
 	fs.DurationVar(&o.quietBudget, "quiet-budget", 10*time.Minute, "the longest to wait in all for a quiet machine before cells (0: never wait)")
+	fs.StringVar(&o.reportFrom, "report-from", "", "measure nothing: write the report (--out) from the raw numbers of an earlier run in `file`")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -178,11 +187,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 type Results struct {
 	Date    time.Time `json:"date"`
 	Command string    `json:"command"`
-	Quick   bool      `json:"quick"`
-	Machine Machine   `json:"machine"`
-	NoFile  uint64    `json:"rlimit_nofile"`
-	LoadAvg string    `json:"loadavg"` // /proc/loadavg as the throughput phase began
-	Nice    string    `json:"nice"`    // the benchmark's scheduling niceness
+	// Rerendered is the command that wrote the report again from the JSON.
+	Rerendered string  `json:"-"`
+	Quick      bool    `json:"quick"`
+	Machine    Machine `json:"machine"`
+	NoFile     uint64  `json:"rlimit_nofile"`
+	LoadAvg    string  `json:"loadavg"` // /proc/loadavg as the throughput phase began
+	Nice       string  `json:"nice"`    // the benchmark's scheduling niceness
 	// TunnelCap says why the largest idle-tunnel step is lower than asked.
 	TunnelCap string       `json:"tunnel_cap,omitempty"`
 	Settings  Settings     `json:"settings"`
@@ -476,6 +487,22 @@ func niceness() string {
 		return "unknown"
 	}
 	return f[16]
+}
+
+// rerender writes the report of an earlier run from its JSON, so that the
+// report's presentation can change without measuring again.
+func rerender(o options) error {
+	b, err := os.ReadFile(o.reportFrom)
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("read %s: %w", o.reportFrom, err)
+	}
+	o.jsonOut = ""
+	res.Rerendered = "go run ./bench/loadgen " + strings.Join(os.Args[1:], " ")
+	return writeOutputs(o, &res)
 }
 
 func firstLine(err error) string {
