@@ -21,10 +21,10 @@ func TestPolicyExplain(t *testing.T) {
 		json    bool
 		code    int
 	}{
-		{"dev", false, exitFailure},
+		{"dev", false, exitOK},
 		{"claude", false, exitOK},
 		{"strict", true, exitOK},
-		{"dev", true, exitFailure},
+		{"dev", true, exitOK},
 	} {
 		dir := t.TempDir()
 		env := map[string]string{"HOME": dir, "XDG_CONFIG_HOME": dir}
@@ -48,6 +48,20 @@ func TestPolicyExplain(t *testing.T) {
 		if tt.json && !json.Valid([]byte(stdout)) {
 			t.Errorf("moat %s: not JSON", strings.Join(args, " "))
 		}
+	}
+}
+
+// A policy with all three legs exits 1.
+func TestPolicyExplainLethal(t *testing.T) {
+	open, err := os.ReadFile("../../internal/permission/testdata/explain/open.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeFiles(t, map[string]string{"open.yaml": string(open)})
+	env := map[string]string{"HOME": dir, "XDG_CONFIG_HOME": dir}
+	code, stdout, stderr := runPolicyCLI(t, dir, env, "policy", "explain", "--policy", "open.yaml")
+	if code != exitFailure || stderr != "" || !strings.HasPrefix(stdout, "lethal trifecta: yes") {
+		t.Errorf("moat policy explain --policy open.yaml: exit %d, stderr %q, stdout:\n%s\nwant exit 1 and a lethal trifecta", code, stderr, stdout)
 	}
 }
 

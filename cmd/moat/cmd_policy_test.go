@@ -97,6 +97,9 @@ filesystem:
     - ~/.pypirc  # profile:default
     - ~/.netrc  # profile:default
     - ~/.config/gh  # profile:default
+    - ~/.config/hub  # profile:default
+    - ~/.cargo/credentials.toml  # profile:default
+    - ~/.gem/credentials  # profile:default
     - ~/.gnupg  # profile:default
   write:
     - .  # profile:default

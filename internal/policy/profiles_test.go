@@ -23,7 +23,8 @@ func rules(rs []HostRule) []string {
 }
 
 var credentialStores = []string{"~/.ssh", "~/.aws", "~/.config/gcloud", "~/.azure", "~/.docker/config.json", "~/.kube",
-	"~/.git-credentials", "~/.npmrc", "~/.pypirc", "~/.netrc", "~/.config/gh", "~/.gnupg"}
+	"~/.git-credentials", "~/.npmrc", "~/.pypirc", "~/.netrc", "~/.config/gh", "~/.config/hub", "~/.cargo/credentials.toml",
+	"~/.gem/credentials", "~/.gnupg"}
 
 func TestBuiltinDefault(t *testing.T) {
 	p, err := Builtin("default")
