@@ -325,7 +325,17 @@ func run(ctx context.Context, o options, logw io.Writer) error {
 					return fmt.Errorf("stopped during round %d: %w", round, err)
 				}
 				what := fmt.Sprintf("round %d/%d %s %s", round, o.Rounds, w.key, t.Name)
-				s := measured(ctx, logf, what, &budget, func() Stats { return w.run(ctx, t.Addr) })
+				s := measured(ctx, logf, what, &budget, func() Stats {
+					if t.cmd == nil {
+						return w.run(ctx, t.Addr) // direct: no proxy to account
+					}
+					c0 := treeCPU(t.PID())
+					s := w.run(ctx, t.Addr)
+					if s.AllOps > 0 {
+						s.CPUPerOp = time.Duration(treeCPU(t.PID())-c0) * (time.Second / clkTck) / time.Duration(s.AllOps)
+					}
+					return s
+				})
 				res.Runs = append(res.Runs, Run{Workload: w.key, Target: t.Name, Round: round, Stats: s})
 				logf("round %d/%d %-11s %-9s %s", round, o.Rounds, w.key, t.Name, summary(w.key, s))
 			}
@@ -425,6 +435,9 @@ func summary(key string, s Stats) string {
 		fmt.Fprintf(&b, "%8.0f MB/s (%d MiB in %v)", s.MBPerSecond(), s.Bytes/mib, s.Window.Round(time.Millisecond))
 	} else {
 		fmt.Fprintf(&b, "%8.0f/s p50 %.3f ms p99 %.3f ms dials %d", s.PerSecond(), ms(s.P50), ms(s.P99), s.Dials)
+	}
+	if s.CPUPerOp > 0 {
+		fmt.Fprintf(&b, " cpu/op %v", s.CPUPerOp.Round(time.Microsecond/10))
 	}
 	fmt.Fprintf(&b, " others %.0f%%", 100*s.Others)
 	if s.Attempts > 1 {

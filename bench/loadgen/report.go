@@ -64,6 +64,16 @@ func median(res *Results, workload string, key func(Stats) float64) map[string]S
 	return out
 }
 
+func cpuRow(name string, m map[string]Stats) row {
+	vals := map[string]float64{}
+	for t, s := range m {
+		if s.CPUPerOp > 0 {
+			vals[t] = float64(s.CPUPerOp) / float64(time.Microsecond)
+		}
+	}
+	return row{name: name, vals: vals, format: decimal1, compare: true}
+}
+
 // othersRow shows how much other processes used the CPUs during each kept
 // cell of a workload.
 func othersRow(name string, m map[string]Stats) row {
@@ -130,6 +140,7 @@ func buildTables(res *Results) []table {
 			row{name: c + "requests/s", vals: pick(m, rate), format: count, higher: true, compare: true},
 			row{name: c + "p50 ms", vals: pick(m, func(s Stats) float64 { return ms(s.P50) }), format: millis, compare: true},
 			row{name: c + "p99 ms", vals: pick(m, func(s Stats) float64 { return ms(s.P99) }), format: millis, compare: true},
+			cpuRow(c+"proxy CPU µs per request", m),
 		)
 	}
 	m16 := median(res, wHTTP16, rate)
@@ -183,6 +194,7 @@ func buildTables(res *Results) []table {
 			{name: "p99 ms", vals: pick(mp, func(s Stats) float64 { return ms(s.P99) }), format: millis},
 			{name: "p50 added ms", vals: addedBy(mp, p50), format: millis},
 			{name: "p99 added ms", vals: addedBy(mp, p99), format: millis},
+			func() row { r := cpuRow("proxy CPU µs per request", mp); r.compare = false; return r }(),
 			othersRow("others' CPU share in the kept round", mp),
 		},
 	})
@@ -197,6 +209,7 @@ func buildTables(res *Results) []table {
 			{name: "tunnels/s", vals: pick(mc, rate), format: count, higher: true, compare: true},
 			{name: "p50 ms", vals: pick(mc, func(s Stats) float64 { return ms(s.P50) }), format: millis, compare: true},
 			{name: "p99 ms", vals: pick(mc, func(s Stats) float64 { return ms(s.P99) }), format: millis, compare: true},
+			cpuRow("proxy CPU µs per tunnel", mc),
 			othersRow("others' CPU share in the kept round", mc),
 			{name: "failed tunnels (all rounds)", vals: errorsOf(res, wConnect), format: count},
 		},
@@ -332,7 +345,7 @@ func writeReport(w io.Writer, res *Results) {
 		p("Largest round-to-round spread of a cell, (max − min) / median: %.0f%% (%s). ", 100*worst, where)
 	}
 	p("%s ", interference(res))
-	p("Ratios are to Squid: above 1 is better for rates, below 1 is better for latency and memory.\n\n")
+	p("Ratios are to Squid: above 1 is better for rates, below 1 is better for latency, CPU and memory. The proxy CPU rows (user + system time of the proxy's process tree per completed operation, from /proc, warm-up included) do not depend on how the CPUs are shared, so they carry over to other machines best.\n\n")
 
 	tables := buildTables(res)
 	for _, t := range tables {

@@ -37,8 +37,12 @@ type Stats struct {
 	// Others is the share of the machine's CPU time that processes outside
 	// the benchmark used during the run; Attempts counts the runs of a cell
 	// disturbed by them (see measured).
-	Others   float64 `json:"others_cpu"`
-	Attempts int     `json:"attempts,omitempty"`
+	Others float64 `json:"others_cpu"`
+	// CPUPerOp is the CPU time (user and system) the proxy's process tree
+	// spent per completed operation over the whole run, warm-up included:
+	// unlike rates, it does not depend on who else shares the CPUs.
+	CPUPerOp time.Duration `json:"proxy_cpu_per_op_ns,omitempty"`
+	Attempts int           `json:"attempts,omitempty"`
 }
 
 // PerSecond is the completed operations per second of the measured window.
