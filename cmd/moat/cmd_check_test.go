@@ -16,7 +16,7 @@ func TestCheckSeverity(t *testing.T) {
 		"managed.yaml": "version: 1\nlock: [permissions.severity]\npermissions:\n  severity: {high: deny}\n",
 	})
 	t.Chdir(dir)
-	const hookIn = `{"session_id":"s","hook_event_name":"PreToolUse","cwd":"/work/proj","tool_name":"Bash","tool_input":{"command":"sudo ls"}}`
+	const hookIn = `{"session_id":"s","hook_event_name":"PreToolUse","cwd":"/repo/proj","tool_name":"Bash","tool_input":{"command":"sudo ls"}}`
 	const (
 		asks   = "ask: sudo runs a command with another user's privileges (high)"
 		denies = "deny: sudo runs a command with another user's privileges (high)"

@@ -17,7 +17,7 @@ func TestEngineConcurrent(t *testing.T) {
 			cmds = append(cmds, c.input)
 		}
 	}
-	dirs := []string{corpusCwd, "/work/other", "/tmp/x"}
+	dirs := []string{corpusCwd, "/repo/other", "/tmp/x"}
 	want := map[string]Result{}
 	for _, d := range dirs {
 		for _, c := range cmds {

@@ -16,7 +16,7 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/corpus/commands.txt with the engine's decisions")
 
 const (
-	corpusCwd  = "/work/proj"
+	corpusCwd  = "/repo/proj"
 	corpusHome = "/home/u"
 )
 

@@ -12,10 +12,10 @@ import (
 // rule must match both. Resolve is a table here.
 func TestLinks(t *testing.T) {
 	links := map[string]string{
-		"/work/proj/notes":      "/home/u/.ssh/id_rsa",
-		"/work/proj/src/passwd": "/etc/passwd",
-		"/work/proj/src/ok":     "/work/proj/src/real",
-		"/work/proj/keys":       "/home/u/.ssh",
+		"/repo/proj/notes":      "/home/u/.ssh/id_rsa",
+		"/repo/proj/src/passwd": "/etc/passwd",
+		"/repo/proj/src/ok":     "/repo/proj/src/real",
+		"/repo/proj/keys":       "/home/u/.ssh",
 	}
 	calls := 0
 	rules := mustRules(t, policy.Deny, "Read(~/.ssh/**)")
@@ -34,12 +34,12 @@ func TestLinks(t *testing.T) {
 	}{
 		{"cat notes", "deny", "deny:0", `"cat notes" reads notes, which deny rule Read(~/.ssh/**) covers`},
 		{"cat keys/config", "deny", "deny:0", `"cat keys/config" reads keys/config, which deny rule Read(~/.ssh/**) covers`},
-		{"cp a src/passwd", "ask", "builtin:write-outside-workspace", "writes src/passwd, outside the working directory /work/proj, and no Edit rule allows it"},
+		{"cp a src/passwd", "ask", "builtin:write-outside-workspace", "writes src/passwd, outside the working directory /repo/proj, and no Edit rule allows it"},
 		{"cp a src/ok", "allow", "allow:1", `"cp a src/ok" is allowed`},
 		{"cat README", "allow", "builtin:read-only", `"cat README" is allowed`},
 	} {
 		calls = 0
-		r := e.CheckCommand(tt.cmd, "/work/proj", "/home/u")
+		r := e.CheckCommand(tt.cmd, "/repo/proj", "/home/u")
 		if r.Verdict.String() != tt.verdict || r.Rule != tt.rule || r.Reason != tt.reason {
 			t.Errorf("CheckCommand(%q) = %s %s %q; want %s %s %q", tt.cmd, r.Verdict, r.Rule, r.Reason, tt.verdict, tt.rule, tt.reason)
 		}

@@ -20,8 +20,8 @@ func TestPrefilterRejectsOnlyMismatches(t *testing.T) {
 			globs = append(globs, placeGlob(r.computeSegments(env)))
 		}
 	}
-	extra := []string{"/home/u/.ssh/id_rsa", "/work/proj/.env", "/work/proj/a/.env.local", "/x/y.pem", "/proc/1/environ",
-		"/etc/cron.d/x", "/home/u/.config/systemd/user/a.service", "/work/proj/.git/hooks/pre-commit", "/", "/etc"}
+	extra := []string{"/home/u/.ssh/id_rsa", "/repo/proj/.env", "/repo/proj/a/.env.local", "/x/y.pem", "/proc/1/environ",
+		"/etc/cron.d/x", "/home/u/.config/systemd/user/a.service", "/repo/proj/.git/hooks/pre-commit", "/", "/etc"}
 	var paths [][]string
 	for _, p := range extra {
 		paths = append(paths, splitPath(p))
@@ -33,7 +33,7 @@ func TestPrefilterRejectsOnlyMismatches(t *testing.T) {
 		}
 		an := analyse(c.input)
 		for _, cmd := range an.cmds {
-			for _, d := range []string{"", "/work/proj/src", "/tmp"} {
+			for _, d := range []string{"", "/repo/proj/src", "/tmp"} {
 				de := env
 				de.dir = d
 				r, w := e.targets(cmd, de)
