@@ -108,6 +108,15 @@ func normalizeHost(host string) (string, netip.Addr, error) {
 		if h, err = mapName(host, h); err != nil {
 			return "", netip.Addr{}, err
 		}
+		// Mapping can turn a name into a number ("８" is "8",
+		// "１２７.０.０.１" is 127.0.0.1): judge it as the address it became.
+		if endsInNumber(h) {
+			a, err := parseIPv4(host, h)
+			if err != nil {
+				return "", netip.Addr{}, err
+			}
+			return h, a, nil
+		}
 	}
 	if err := checkName(host, h); err != nil {
 		return "", netip.Addr{}, err

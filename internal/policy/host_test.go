@@ -45,6 +45,9 @@ var normalizeTests = []struct{ in, want, err string }{
 	// letters are the same name as their ASCII forms.
 	{in: "ｅｘａｍｐｌｅ.com", want: "example.com"},
 	{in: "İ.com", want: "xn--i-9bb.com"},
+	// Mapping that yields a number makes an address, judged as one.
+	{in: "１２７.０.０.１", want: "127.0.0.1"},
+	{in: "８", err: `"８": non-canonical IPv4 address; write the dotted quad "0.0.0.8"`},
 	{in: "ü-.com", err: `"ü-.com": not a valid internationalised name (idna: invalid label "ü-"); write it in its ASCII (punycode) form`},
 	{in: "example.com:443", err: `"example.com:443": invalid character ':' (give the host without a port)`},
 	{in: "127.1", err: `"127.1": non-canonical IPv4 address; write the dotted quad "127.0.0.1"`},
