@@ -18,6 +18,9 @@ have unshare    || need+=(util-linux)
 have prlimit    || need+=(util-linux)
 have ip         || need+=(iproute2)
 have tmux       || need+=(tmux)
+have dockerd    || need+=(docker.io)
+# The docker tier's test image is a root filesystem built around a static busybox.
+dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 have go         || need+=(golang-go)
 
