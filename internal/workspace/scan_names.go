@@ -85,19 +85,19 @@ var byBase = map[string]string{
 // byParentBase holds names that are credential files in a directory of a
 // given name ("parent/base").
 var byParentBase = map[string]string{
-	".aws/credentials":             "aws-credentials",
-	".docker/config.json":          "docker-config",
-	".kube/config":                 "kubeconfig",
-	".ssh/identity":                "ssh-private-key",
-	"gh/hosts.yml":                 "gh-hosts",
-	".config/hub":                  "hub-config",
-	"git/credentials":              "git-credentials",
-	".cargo/credentials":           "cargo-credentials",
-	".cargo/credentials.toml":      "cargo-credentials",
-	".gem/credentials":             "gem-credentials",
-	".claude/.credentials.json":    "claude-credentials",
-	"gcloud/credentials.db":        "gcloud-credentials",
-	"gcloud/access_tokens.db":      "gcloud-credentials",
+	".aws/credentials":          "aws-credentials",
+	".docker/config.json":       "docker-config",
+	".kube/config":              "kubeconfig",
+	".ssh/identity":             "ssh-private-key",
+	"gh/hosts.yml":              "gh-hosts",
+	".config/hub":               "hub-config",
+	"git/credentials":           "git-credentials",
+	".cargo/credentials":        "cargo-credentials",
+	".cargo/credentials.toml":   "cargo-credentials",
+	".gem/credentials":          "gem-credentials",
+	".claude/.credentials.json": "claude-credentials",
+	"gcloud/credentials.db":     "gcloud-credentials",
+	"gcloud/access_tokens.db":   "gcloud-credentials",
 }
 
 // byDirTail matches files anywhere below a credential directory.
