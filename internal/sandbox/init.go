@@ -20,8 +20,11 @@ func IsInit() bool {
 	if len(os.Args) < 1 {
 		return false
 	}
+	if isContainerInit() {
+		return true
+	}
 	switch os.Args[0] {
-	case InitArg, ExecArg, usernsArg:
+	case InitArg, ExecArg, usernsArg, ociStageArg:
 		return true
 	}
 	return false
@@ -30,6 +33,9 @@ func IsInit() bool {
 // Init runs the stage IsInit found and never returns.
 func Init() {
 	began := monotonic()
+	if isContainerInit() {
+		containerInit(began)
+	}
 	switch os.Args[0] {
 	case InitArg:
 		pid1(began)
@@ -37,6 +43,8 @@ func Init() {
 		lastStage(began)
 	case usernsArg:
 		usernsHelper()
+	case ociStageArg:
+		ociStage()
 	}
 	os.Exit(125)
 }
@@ -85,6 +93,9 @@ func pid1(began int64) {
 		if i < len(fds) {
 			idmapped[w] = fds[i]
 		}
+	}
+	if len(fds) > len(cfg.IDMapped) {
+		cfg.Spec.srcFDs = fds[len(cfg.IDMapped):]
 	}
 	if err := buildRoot(&cfg.Spec, idmapped); err != nil {
 		failInit("mounts", err, 125)

@@ -1,0 +1,338 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The container tiers (internal/oci) run moat's binary as the container's
+// process: ContainerInitArg is its first argument, ContainerEnvVar holds
+// its ContainerConfig. It is PID 1 of the container, with no capabilities
+// and the agent's uid: it serves the forwarder, dialling the run's Unix
+// socket (ContainerSocket in the run directory) for each connection, then
+// runs the last stage (no_new_privs, Landlock, moat's seccomp filter) on a
+// thread of its own and forks the agent's command from it, as the native
+// PID 1 does; then it reaps, forwards signals and exits with the
+// command's status.
+const (
+	ContainerInitArg = "__moat_container_init"
+	ContainerEnvVar  = "MOAT_CONTAINER_INIT"
+	ContainerSocket  = "egress.sock"
+)
+
+// ContainerConfig is what the container's init reads.
+type ContainerConfig struct {
+	Spec   Spec
+	Socket string // the egress socket's path inside the container
+}
+
+// ContainerInitEnv returns the NAME=VALUE variable that carries c to the
+// container's init (JSON: no newline, so it fits Docker's --env-file).
+func ContainerInitEnv(c ContainerConfig) (string, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	return ContainerEnvVar + "=" + string(b), nil
+}
+
+func isContainerInit() bool {
+	return len(os.Args) > 1 && os.Args[1] == ContainerInitArg && os.Getenv(ContainerEnvVar) != ""
+}
+
+// containerFail reports a failed stage on standard error (the runtime
+// gives the container moat's) and exits with code.
+func containerFail(stage string, err error, code int) {
+	fmt.Fprintf(os.Stderr, "moat: sandbox: %s: %v\n", stage, err)
+	os.Exit(code)
+}
+
+// containerInit is the container's PID 1. It never returns.
+func containerInit(began int64) {
+	runtime.LockOSThread()
+	thread := newCommandThread()
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGTSTP)
+	// The agent runs as the same uid: it must not read this process's
+	// memory, environment or files through /proc, nor trace it.
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	raw := os.Getenv(ContainerEnvVar)
+	os.Unsetenv(ContainerEnvVar)
+	var cfg ContainerConfig
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		containerFail("start", fmt.Errorf("read the config: %w", err), 125)
+	}
+	s := &cfg.Spec
+	if err := containerLayers(s); err != nil {
+		var se *StageError
+		if errors.As(err, &se) {
+			containerFail(se.Stage, se.Err, 125)
+		}
+		containerFail("start", err, 125)
+	}
+	fw := &sockForwarder{path: cfg.Socket}
+	if s.Egress {
+		if err := fw.listen(s); err != nil {
+			containerFail("network", err, 125)
+		}
+	}
+	ic := initConfig{Spec: *s}
+	pid, err := containerFork(&ic, thread)
+	if err != nil {
+		var se *StageError
+		if errors.As(err, &se) {
+			containerFail(se.Stage, se.Err, se.Code)
+		}
+		containerFail("start", err, 125)
+	}
+	if s.Egress {
+		fw.serve()
+	}
+	go func() {
+		for sig := range sigs {
+			unix.Kill(pid, sig.(syscall.Signal))
+		}
+	}()
+	_ = began
+	os.Exit(reapUntil(pid))
+}
+
+// containerLayers refuses what the policy requires and this kernel (or
+// gVisor's) lacks, as Start does for the native tier.
+func containerLayers(s *Spec) error {
+	h := probeLayers()
+	required := map[string]bool{}
+	for _, r := range s.Require {
+		required[r] = true
+	}
+	var errs []error
+	if h.LandlockABI == 0 {
+		switch {
+		case required["landlock"]:
+			errs = append(errs, &StageError{Stage: "landlock", Code: 125, Err: fmt.Errorf("not available in this container (%s), which the policy requires (isolation.require); use --isolation=container on a kernel with Landlock", h.LandlockErr)})
+		case len(s.Read) > 0:
+			errs = append(errs, &StageError{Stage: "landlock", Code: 125, Err: fmt.Errorf("not available in this container (%s), and filesystem.read needs it; use --isolation=container on a kernel with Landlock, or remove filesystem.read", h.LandlockErr)})
+		}
+	}
+	if !h.Seccomp && required["seccomp"] {
+		errs = append(errs, &StageError{Stage: "seccomp", Code: 125, Err: fmt.Errorf("not available in this container (%s), which the policy requires (isolation.require)", h.SeccompErr)})
+	}
+	return errors.Join(errs...)
+}
+
+// containerSteps are the last stage's steps in a container: the runtime
+// has emptied every capability set already (and without CAP_SETPCAP
+// nothing could be dropped again), so the step checks that they are empty.
+var containerSteps = []stage{
+	{"rlimits", setRlimits},
+	{"no_new_privs", setNoNewPrivs},
+	{"capabilities", checkNoCaps},
+	{"landlock", restrictPaths},
+	{"seccomp", loadSeccomp},
+}
+
+// checkNoCaps fails unless the effective, permitted, inheritable and
+// bounding sets are empty.
+func checkNoCaps(*initConfig) error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	for _, d := range data {
+		if d.Effective|d.Permitted|d.Inheritable != 0 {
+			return fmt.Errorf("the container's process has capabilities (%#x); the runtime did not drop them", d.Permitted)
+		}
+	}
+	for c := 0; c < 64; c++ {
+		v, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
+		if err != nil {
+			break // past the last capability
+		}
+		if v == 1 {
+			return fmt.Errorf("capability %d is in the bounding set; the runtime did not drop it", c)
+		}
+	}
+	return nil
+}
+
+// containerFork runs containerSteps on the init's command thread and
+// forks the command from it (see forkCommand).
+func containerFork(cfg *initConfig, thread chan<- func()) (int, error) {
+	type result struct {
+		pid int
+		err error
+	}
+	done := make(chan result, 1)
+	thread <- func() {
+		c := *cfg
+		c.oneThread = true
+		s := &c.Spec
+		path, err := lookPath(s.Argv[0], s.Env)
+		if err != nil {
+			done <- result{err: &StageError{Stage: "exec", Err: err, Code: 127}}
+			return
+		}
+		for _, st := range containerSteps {
+			if err := st.fn(&c); err != nil {
+				done <- result{err: &StageError{Stage: st.name, Err: err, Code: 125}}
+				return
+			}
+		}
+		cmd := &exec.Cmd{Path: path, Args: s.Argv, Env: s.Env, Dir: s.Dir,
+			Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
+		if err := cmd.Start(); err != nil {
+			code := 126
+			if errors.Is(err, unix.ENOENT) {
+				code = 127
+			}
+			done <- result{err: &StageError{Stage: "exec", Err: err, Code: code}}
+			return
+		}
+		done <- result{pid: cmd.Process.Pid}
+	}
+	r := <-done
+	return r.pid, r.err
+}
+
+// sockForwarder is the container's forwarder: the native one's listeners,
+// each connection carried over a new connection to the run's Unix socket,
+// which starts with one line naming the service ("" for the proxy).
+type sockForwarder struct {
+	path string
+	lns  []service
+}
+
+func (fw *sockForwarder) listen(s *Spec) error {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	listen := func(port int, name string) error {
+		ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			return fmt.Errorf("forwarder on port %d: %w (is loopback up? the runtime brings it up in the container's network namespace)", port, err)
+		}
+		fw.lns = append(fw.lns, service{ln, name})
+		return nil
+	}
+	for _, port := range []int{HTTPProxyPort, SOCKSProxyPort} {
+		if err := listen(port, ""); err != nil {
+			return err
+		}
+	}
+	for _, ep := range s.Endpoints {
+		if err := listen(ep.Port, ep.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (fw *sockForwarder) serve() {
+	for _, sv := range fw.lns {
+		go func() {
+			for {
+				c, err := sv.ln.Accept()
+				if err != nil {
+					if errors.Is(err, net.ErrClosed) {
+						return
+					}
+					continue
+				}
+				go fw.handle(c, sv.name)
+			}
+		}()
+	}
+}
+
+func (fw *sockForwarder) handle(c net.Conn, svc string) {
+	defer c.Close()
+	up, err := net.Dial("unix", fw.path)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	if _, err := io.WriteString(up, svc+"\n"); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		io.Copy(up, c)
+		if cw, ok := up.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		close(done)
+	}()
+	io.Copy(c, up)
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	<-done
+}
+
+// ServeSocket accepts the container forwarder's connections on ln (the
+// run's Unix socket) and hands each to the listener of the service its
+// first line names: Accept for the proxy, Endpoint(name) for a reverse
+// endpoint. So the proxy, the endpoints and the audit service are served
+// exactly as for the native tier. It returns when ln is closed.
+func (e *Egress) ServeSocket(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go e.route(c)
+	}
+}
+
+// route reads the service line (byte by byte: what follows is the
+// client's and stays in the connection) and queues c for it.
+func (e *Egress) route(c net.Conn) {
+	var line []byte
+	var b [1]byte
+	for {
+		if _, err := c.Read(b[:]); err != nil || len(line) > 256 {
+			c.Close()
+			return
+		}
+		if b[0] == '\n' {
+			break
+		}
+		line = append(line, b[0])
+	}
+	svc := strings.TrimSpace(string(line))
+	ch, done := e.ch, e.done
+	if svc != "" {
+		e.mu.Lock()
+		l := e.endpoints[svc]
+		e.mu.Unlock()
+		if l == nil {
+			c.Close()
+			return
+		}
+		ch, done = l.ch, l.done
+	}
+	select {
+	case ch <- c:
+	case <-done:
+		c.Close()
+	case <-e.done:
+		c.Close()
+	}
+}
