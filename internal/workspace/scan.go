@@ -325,13 +325,31 @@ type excluder struct {
 	hasExceptions bool // a "!pattern": excluded directories must still be walked
 }
 
+// ExcludeError is a malformed exclude pattern.
+type ExcludeError struct {
+	Pattern string
+	Err     error
+}
+
+func (e *ExcludeError) Error() string {
+	return fmt.Sprintf("scan: exclude pattern %q: %v", e.Pattern, e.Err)
+}
+
+func (e *ExcludeError) Unwrap() error { return e.Err }
+
 func newExcluder(patterns []string) (*excluder, error) {
 	if len(patterns) == 0 {
 		return &excluder{}, nil
 	}
+	for _, p := range patterns {
+		// One at a time, so that the error names the pattern.
+		if _, err := patternmatcher.New([]string{p}); err != nil {
+			return nil, &ExcludeError{Pattern: p, Err: err}
+		}
+	}
 	pm, err := patternmatcher.New(patterns)
 	if err != nil {
-		return nil, fmt.Errorf("scan: exclude pattern: %w", err)
+		return nil, &ExcludeError{Pattern: strings.Join(patterns, " "), Err: err}
 	}
 	return &excluder{pm: pm, hasExceptions: pm.Exclusions()}, nil
 }

@@ -152,3 +152,15 @@ func dotenv(base string) (string, bool) {
 	}
 	return "dotenv-file", true
 }
+
+// HomeLocations are the places below a home directory where tools keep
+// credentials, for moat scan --home: slash-separated, relative to the home
+// directory, each a file or a directory that may be absent.
+var HomeLocations = []string{
+	".ssh", ".aws", ".config/gcloud", ".azure", ".docker/config.json", ".kube",
+	".git-credentials", ".config/git/credentials", ".npmrc", ".pypirc", ".netrc",
+	".config/gh", ".config/hub", ".cargo/credentials", ".cargo/credentials.toml",
+	".gem/credentials", ".gnupg/private-keys-v1.d", ".gnupg/secring.gpg",
+	".claude/.credentials.json", ".pgpass", ".vault-token", ".s3cfg",
+	".terraform.d/credentials.tfrc.json", ".env",
+}
