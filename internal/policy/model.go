@@ -113,6 +113,8 @@ type Filesystem struct {
 	DenyWrite []Entry // never writable, whatever Write says
 	Tmpfs     []Entry // "PATH" or "PATH:SIZE" ("/tmp:512m")
 	Scan      String  // "off" | "warn" | "block": credential scan before mounting
+	Workspace String  // "rw" | "overlay" | "copy" | "readonly" | "tmpfs[:SIZE]": how moat run mounts the workspace
+	Volumes   []Entry // "HOST:INSIDE" or "HOST": dedicated persistent output directories, read-write
 }
 
 // HostRule is a parsed network.allow / deny / allow_private entry.

@@ -31,6 +31,7 @@ const (
 var (
 	modeChoices        = []string{"enforce", "report"}
 	scanChoices        = []string{"off", "warn", "block"}
+	workspaceChoices   = []string{"rw", "overlay", "copy", "readonly", "tmpfs"}
 	defaultModeChoices = []string{"ask", "deny", "allow"}
 	tierChoices        = []string{"native", "container", "gvisor", "docker", "microvm"}
 	requireChoices     = []string{"namespaces", "userns", "landlock", "seccomp", "no_new_privs", "cgroups"}
@@ -572,6 +573,12 @@ func (ps *parser) filesystem(key string, n *yaml.Node) {
 				fs.Scan = s
 			}
 		}},
+		{"workspace", func(k string, v *yaml.Node) {
+			if s, ok := ps.checked(k, v, checkWorkspace); ok {
+				fs.Workspace = s
+			}
+		}},
+		{"volumes", func(k string, v *yaml.Node) { fs.Volumes = ps.entries(k, v, checkVolume) }},
 	})
 }
 

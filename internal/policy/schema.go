@@ -28,6 +28,8 @@ var schema = []fieldDef{
 	{path: "filesystem.deny_write", entries: func(p *Policy) *[]Entry { return &p.Filesystem.DenyWrite }},
 	{path: "filesystem.tmpfs", entries: func(p *Policy) *[]Entry { return &p.Filesystem.Tmpfs }},
 	{path: "filesystem.scan", str: func(p *Policy) *String { return &p.Filesystem.Scan }},
+	{path: "filesystem.workspace", str: func(p *Policy) *String { return &p.Filesystem.Workspace }},
+	{path: "filesystem.volumes", entries: func(p *Policy) *[]Entry { return &p.Filesystem.Volumes }},
 	{path: "credentials"},
 	{path: "tls.intercept", entries: func(p *Policy) *[]Entry { return &p.TLS.Intercept }},
 	{path: "tls.ca", str: func(p *Policy) *String { return &p.TLS.CA }},

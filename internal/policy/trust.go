@@ -14,7 +14,11 @@ package policy
 //     to the agent;
 //   - network.endpoints: an endpoint decides which server answers the
 //     agent's model requests (a hostile one steers the agent), and may
-//     redefine one the user's profile declares.
+//     redefine one the user's profile declares;
+//   - filesystem.volumes: a host directory made writable to the agent;
+//   - filesystem.workspace: it would replace the user's choice (an
+//     overlay kept for review, a sanitised copy) with a weaker one;
+//   - filesystem.scan: off would silence the user's scan.
 //
 // The user moves such entries to their own policy file, or names the
 // project file on the command line, which vouches for it.
@@ -41,6 +45,15 @@ func checkFoundProject(p *Policy) Errors {
 	}
 	for _, e := range p.Network.Endpoints {
 		refuse(e.Origin, e.Origin.Key, "network.endpoints")
+	}
+	for _, v := range p.Filesystem.Volumes {
+		refuse(v.Origin, v.Origin.Key, "filesystem.volumes")
+	}
+	if p.Filesystem.Workspace.Value != "" {
+		refuse(p.Filesystem.Workspace.Origin, "filesystem.workspace", "filesystem.workspace")
+	}
+	if p.Filesystem.Scan.Value == "off" {
+		refuse(p.Filesystem.Scan.Origin, "filesystem.scan", "filesystem.scan: off")
 	}
 	return errs
 }

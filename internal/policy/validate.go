@@ -38,6 +38,45 @@ func checkPath(s string, glob bool) string {
 	return ""
 }
 
+// checkWorkspace accepts a workspace mode; tmpfs may carry a size.
+func checkWorkspace(s string) string {
+	mode, size, hasSize := strings.Cut(s, ":")
+	if hasSize && mode == "tmpfs" {
+		if _, err := ParseSize(size); err != nil {
+			return err.Error()
+		}
+		return ""
+	}
+	for _, c := range workspaceChoices {
+		if s == c {
+			return ""
+		}
+	}
+	return unknownChoice("workspace mode", s, workspaceChoices) + ` (tmpfs may take a size: "tmpfs:256m")`
+}
+
+// checkVolume accepts "HOST:INSIDE" or "HOST" (the same path inside),
+// with an absolute INSIDE.
+func checkVolume(s string) string {
+	host, inside, two := strings.Cut(s, ":")
+	if msg := checkPath(host, false); msg != "" {
+		return msg
+	}
+	if !two {
+		inside = host
+	}
+	if msg := checkPath(inside, false); msg != "" {
+		return msg
+	}
+	if !strings.HasPrefix(inside, "/") && !strings.HasPrefix(inside, "~") {
+		return `the path inside must be absolute, like "~/out:/var/tmp/out"`
+	}
+	if strings.ContainsAny(s, "*?[") {
+		return "a volume is a directory, not a pattern"
+	}
+	return ""
+}
+
 // checkTmpfs accepts "PATH" or "PATH:SIZE" with an absolute PATH.
 func checkTmpfs(s string) string {
 	p, size, hasSize := strings.Cut(s, ":")
@@ -263,6 +302,7 @@ var (
 		"profile",
 		"network", "network.mode", "network.allow", "network.allow_private", "network.request_allow", "network.endpoints",
 		"filesystem", "filesystem.read", "filesystem.write", "filesystem.tmpfs", "filesystem.scan",
+		"filesystem.workspace", "filesystem.volumes",
 		"credentials",
 		"tls", "tls.intercept", "tls.ca", "tls.exclude",
 		"process", "process.user", "process.env",
