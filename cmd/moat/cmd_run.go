@@ -38,6 +38,8 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	}
 	var pf policyFlags
 	pf.register(fs)
+	var iso isolationFlags
+	iso.register(fs)
 	var allow, write listFlag
 	fs.Var(&allow, "allow-domain", "allow egress to `DOMAIN` (example.com, *.example.com, host:port); repeatable")
 	fs.Var(&write, "write", "make `PATH` writable too; repeatable")
@@ -100,6 +102,9 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 		allowUnix = ov.AllowUnixSockets
 	}
 	pol, err = sandbox.Overrides{AllowDomains: allow, Write: write, ReadOnly: *readOnly, NoNetwork: *noNetwork}.Apply(pol)
+	if err == nil {
+		pol, err = iso.resolve(pol)
+	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "moat run: %v\n", err)
 		return exitUsage
@@ -193,9 +198,9 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "moat: note: %s\n", n)
 	}
 	start := time.Now()
-	sb, err := sandbox.Start(spec, sandbox.Options{
+	sb, err := iso.start(ctx, spec, sandbox.Options{
 		Stdin: in, Stdout: out, Stderr: errf, TTY: useTTY, Egress: egress, ForwardSignals: true, Log: log, Trace: tr,
-	})
+	}, log)
 	if err != nil {
 		stopProxy(ctx, srv, egress, serveDone)
 		code := exitSandbox

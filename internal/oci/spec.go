@@ -26,6 +26,7 @@ import (
 const (
 	MoatPath = "/.moat/moat" // moat's binary, read-only: the container's init
 	RunPath  = "/.moat/run"  // the per-run directory with the proxy's socket
+	RunDir   = RunPath
 )
 
 // Identities. The agent is 1000:1000 inside; the user namespace maps the

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -105,4 +107,43 @@ func IDMappedClone(path string, hostUID, hostGID int, exe string) (*os.File, err
 		return nil, nil
 	}
 	return os.NewFile(uintptr(fds[0]), "idmapped "+path), nil
+}
+
+// IDMappedRangeClone returns a detached, recursive clone of path's mount
+// tree in which the ids 0…size-1 on disk appear as hostBase… (an image's
+// root filesystem, owned by its root, becomes the container root's).
+func IDMappedRangeClone(path string, hostBase, size int, exe string) (*os.File, error) {
+	in, out, err := os.Pipe() // the helper exits when out is closed
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	defer out.Close()
+	p, err := os.StartProcess(exe, []string{usernsArg}, &os.ProcAttr{Env: []string{}, Files: []*os.File{in},
+		Sys: &syscall.SysProcAttr{
+			Cloneflags:  unix.CLONE_NEWUSER,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: hostBase, Size: size}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: hostBase, Size: size}},
+			Pdeathsig:   syscall.SIGKILL,
+		}})
+	if err != nil {
+		return nil, fmt.Errorf("user namespace helper: %w", err)
+	}
+	ns, err := unix.Open("/proc/"+strconv.Itoa(p.Pid)+"/ns/user", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	p.Kill()
+	p.Wait()
+	if err != nil {
+		return nil, fmt.Errorf("user namespace helper: %w", err)
+	}
+	defer unix.Close(ns)
+	fd, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return nil, fmt.Errorf("open_tree %s: %w", path, err)
+	}
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Userns_fd: uint64(ns)}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("idmapped mount of %s: %w; the filesystem may not support idmapped mounts", path, err)
+	}
+	return os.NewFile(uintptr(fd), "idmapped "+path), nil
 }
