@@ -108,6 +108,9 @@ func buildRoot(s *Spec, idmapped map[int]int) error {
 		}
 		unix.Close(writeFDs[i])
 	}
+	if err := mountWorkspace(s, at); err != nil {
+		return err
+	}
 	for _, p := range s.Pin {
 		if err := rebind(at(p), 0); err != nil {
 			return fmt.Errorf("pin %s: %w", p, err)

@@ -120,7 +120,7 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	// starts.
 	var prep sync.WaitGroup
 	var resErr, idmapErr error
-	var idmapFDs, idmapped []int
+	var idmapFDs, idmapped, srcFDs []int
 	cgReady := make(chan struct{})
 	prep.Go(func() {
 		defer close(cgReady)
@@ -130,6 +130,9 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	if uid == 0 {
 		prep.Go(func() {
 			idmapFDs, idmapped, idmapErr = idmapWrites(s.Write, hostUID, hostGID, exe)
+			if idmapErr == nil {
+				srcFDs, idmapErr = sourceFDs(s, hostUID, hostGID, exe)
+			}
 			tr.Mark("idmap")
 		})
 	}
@@ -138,6 +141,7 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 		for _, fd := range idmapFDs {
 			unix.Close(fd)
 		}
+		closeAll(srcFDs)
 	}()
 	if o.ForwardSignals {
 		// Registered before the command exists (prep is waited for before
@@ -255,7 +259,7 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 	cfg.Rlimits = sb.cg == nil && s.Resources != (Resources{})
 	cfg.IDMapped = idmapped
 	cfg.AwaitCgroups = sb.cg != nil && !sb.cg.v1
-	if err := sendMsg(sb.ctl, msgSpec, cfg, idmapFDs...); err != nil {
+	if err := sendMsg(sb.ctl, msgSpec, cfg, append(idmapFDs[:len(idmapFDs):len(idmapFDs)], srcFDs...)...); err != nil {
 		return nil, &StageError{Stage: "start", Err: fmt.Errorf("send the spec to the sandbox: %w", err), Code: 125}
 	}
 	tr.Mark("spec sent")

@@ -34,6 +34,11 @@ type Spec struct {
 	MaskDirs  []string // deny_read directories: an empty read-only tmpfs over each
 	MaskFiles []string // deny_read files: /dev/null over each
 	Tmpfs     []Tmpfs
+	// Workspace, when set, mounts the working directory another way than
+	// as a writable path (SetWorkspace); Binds are filesystem.volumes.
+	Workspace *WorkspaceMount `json:",omitempty"`
+	Binds     []Bind          `json:",omitempty"`
+	srcFDs    []int           // PID 1: the detached copies of sources(), as root
 	// Read, when non-empty, narrows reads (through Landlock) to these paths,
 	// the writable ones and the system directories.
 	Read []string
