@@ -43,9 +43,13 @@ func contentDetector() (*detector, error) {
 		// gitleaks logs through a global zerolog writing to stderr; a
 		// trace line would carry a secret. moat reports findings itself.
 		logging.Logger = zerolog.Nop()
+		// The default allowlist passes files named gitleaks.toml, which
+		// would let a tree hide secrets by a file's name. The entry goes
+		// before parsing: the parsed allowlist keeps a compiled copy.
+		rules := strings.Replace(config.DefaultConfig, `'''gitleaks\.toml''',`, "", 1)
 		v := viper.New()
 		v.SetConfigType("toml")
-		if err := v.ReadConfig(strings.NewReader(config.DefaultConfig)); err != nil {
+		if err := v.ReadConfig(strings.NewReader(rules)); err != nil {
 			detectorErr = fmt.Errorf("scan: gitleaks default rules: %w", err)
 			return
 		}
@@ -58,16 +62,6 @@ func contentDetector() (*detector, error) {
 		if err != nil {
 			detectorErr = fmt.Errorf("scan: gitleaks default rules: %w", err)
 			return
-		}
-		// The default allowlist passes files named *gitleaks.toml, which
-		// would let a tree hide secrets by a file's name.
-		for _, a := range cfg.Allowlists {
-			for i := 0; i < len(a.Paths); i++ {
-				if strings.Contains(a.Paths[i].String(), "gitleaks") {
-					a.Paths = append(a.Paths[:i], a.Paths[i+1:]...)
-					i--
-				}
-			}
 		}
 		d := detect.NewDetector(cfg)
 		d.IgnoreGitleaksAllow = true
