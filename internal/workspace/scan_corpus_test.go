@@ -152,9 +152,11 @@ var generators = map[string]gen{
 	"slack-webhook-url": {true, func(r *rand.Rand) string {
 		return "https://hooks.slack.com/services/T" + pick(r, upper+digits, 8) + "/B" + pick(r, upper+digits, 8) + "/" + pick(r, alnum, 24)
 	}},
-	"stripe-access-token":      {true, func(r *rand.Rand) string { return "sk_live_" + pick(r, alnum, 24) }},
-	"anthropic-api-key":        {true, func(r *rand.Rand) string { return "sk-ant-api03-" + pick(r, urlchars, 93) + "AA" }},
-	"openai-api-key":           {true, func(r *rand.Rand) string { return "sk-proj-" + pick(r, urlchars, 74) + "T3BlbkFJ" + pick(r, urlchars, 74) }},
+	"stripe-access-token": {true, func(r *rand.Rand) string { return "sk_live_" + pick(r, alnum, 24) }},
+	"anthropic-api-key":   {true, func(r *rand.Rand) string { return "sk-ant-api03-" + pick(r, urlchars, 93) + "AA" }},
+	"openai-api-key": {true, func(r *rand.Rand) string {
+		return "sk-proj-" + pick(r, urlchars, 74) + "T3BlbkFJ" + pick(r, urlchars, 74)
+	}},
 	"gcp-api-key":              {true, func(r *rand.Rand) string { return "AIza" + pick(r, urlchars, 35) }},
 	"npm-access-token":         {true, func(r *rand.Rand) string { return "npm_" + pick(r, lower+digits, 36) }},
 	"pypi-upload-token":        {true, func(r *rand.Rand) string { return "pypi-AgEIcHlwaS5vcmc" + pick(r, urlchars, 120) }},
