@@ -107,15 +107,26 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 			return nil, err
 		}
 	}
-	agentHost := HostIDBase + AgentID
-	if err := chownMode(rootfs, HostIDBase, 0o755); err != nil {
+	// The agent's and the container root's host identities: gVisor's
+	// are its own kernel's, in no user namespace of the host's.
+	gvisor := o.Runtime.Name == "runsc"
+	agentHost, rootHost := HostIDBase+AgentID, HostIDBase
+	agentGID := agentHost
+	if gvisor {
+		// gVisor's gofer cannot serve idmapped mounts (their ids are
+		// not its own): the agent takes the workspace owner's ids
+		// instead, which gVisor's kernel, not the host's, checks.
+		agentHost, agentGID = workspaceOwner(s)
+		rootHost = 0
+	}
+	if err := chownMode(rootfs, rootHost, 0o755); err != nil {
 		return nil, err
 	}
 	if err := os.Chmod(filepath.Join(c.dir, "m"), 0o711); err != nil {
 		return nil, err
 	}
 	// Only the agent's identity (the init's) may connect to the socket.
-	if err := chownMode(runDir, agentHost, 0o700); err != nil {
+	if err := chownIDs(runDir, agentHost, agentGID, 0o700); err != nil {
 		return nil, err
 	}
 	var imageFD *os.File
@@ -126,11 +137,14 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 		defer imageFD.Close()
 	}
 
-	rs, err := Generate(s, GenerateOptions{HostRoot: o.Image == "", Rootfs: rootfs, Exe: exe, RunDir: runDir, ID: c.id, Sources: o.Sources})
+	rs, err := Generate(s, GenerateOptions{HostRoot: o.Image == "", Rootfs: rootfs, Exe: exe, RunDir: runDir, ID: c.id, Sources: o.Sources, NoUserNamespace: gvisor})
 	if err != nil {
 		return nil, err
 	}
-	plan, files, err := stage(rs, c.dir, exe, agentHost)
+	if gvisor {
+		rs.Process.User = specs.User{UID: uint32(agentHost), GID: uint32(agentGID)}
+	}
+	plan, files, err := stage(rs, c.dir, exe, agentHost, !gvisor)
 	defer func() {
 		for _, f := range files {
 			f.Close()
@@ -156,7 +170,7 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 		if c.ln, err = net.Listen("unix", sock); err != nil {
 			return nil, fmt.Errorf("the run's socket: %w", err)
 		}
-		if err := chownMode(sock, agentHost, 0o600); err != nil {
+		if err := chownIDs(sock, agentHost, agentGID, 0o600); err != nil {
 			return nil, err
 		}
 		go o.Egress.ServeSocket(c.ln)
@@ -268,8 +282,10 @@ func (c *Container) cleanup() {
 	os.RemoveAll(c.dir)
 }
 
-func chownMode(p string, id, mode int) error {
-	if err := os.Chown(p, id, id); err != nil {
+func chownMode(p string, id, mode int) error { return chownIDs(p, id, id, mode) }
+
+func chownIDs(p string, uid, gid, mode int) error {
+	if err := os.Chown(p, uid, gid); err != nil {
 		return err
 	}
 	return os.Chmod(p, os.FileMode(mode))
@@ -280,7 +296,7 @@ func chownMode(p string, id, mode int) error {
 // sandbox.StagePlan): the writable ones as idmapped clones in which their
 // owner is the agent's host identity. files are the clones, passed to
 // the staging process from fd 3 on.
-func stage(rs *specs.Spec, dir, exe string, agentHost int) (plan sandbox.StagePlan, files []*os.File, err error) {
+func stage(rs *specs.Spec, dir, exe string, agentHost int, idmap bool) (plan sandbox.StagePlan, files []*os.File, err error) {
 	for i := range rs.Mounts {
 		m := &rs.Mounts[i]
 		if m.Type != "bind" || m.Source == "/dev/null" {
@@ -300,7 +316,7 @@ func stage(rs *specs.Spec, dir, exe string, agentHost int) (plan sandbox.StagePl
 			return plan, files, err
 		}
 		sm := sandbox.StageMount{Source: m.Source, Target: target, ReadOnly: slices.Contains(m.Options, "ro")}
-		if !sm.ReadOnly {
+		if !sm.ReadOnly && idmap {
 			f, err := sandbox.IDMappedClone(m.Source, agentHost, agentHost, exe)
 			if err != nil {
 				return plan, files, fmt.Errorf("%s: %w", m.Destination, err)
@@ -364,4 +380,20 @@ func (h *RunDirHandle) Close() {
 		h.ln.Close()
 	}
 	os.RemoveAll(h.base)
+}
+
+// workspaceOwner is the owner of the working directory when it is
+// writable, else of the first writable path, else AgentID.
+func workspaceOwner(s *sandbox.Spec) (uid, gid int) {
+	paths := s.Write
+	if covered(s.Dir, s.Write) {
+		paths = append([]string{s.Dir}, paths...)
+	}
+	for _, p := range paths {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil {
+			return int(st.Uid), int(st.Gid)
+		}
+	}
+	return AgentID, AgentID
 }

@@ -95,7 +95,7 @@ func (r Runtime) args(state, dir, id string) []string {
 	if r.Name == "runsc" {
 		// gVisor refuses to share the host's network namespace, and
 		// opens no host Unix socket unless told to: the proxy's is one.
-		a = append(a, "--network=none", "--host-uds=open", "--oci-seccomp")
+		a = append(a, "--network=none", "--host-uds=open")
 	}
 	return append(a, "run", "--bundle", dir, id)
 }

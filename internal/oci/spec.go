@@ -80,6 +80,11 @@ type GenerateOptions struct {
 	// is a Spec.Write entry): the seam for the workspace overlay's merged
 	// directory, or any other view of the path prepared outside.
 	Sources map[string]string
+	// NoUserNamespace leaves the user namespace out: gVisor's kernel is
+	// the container's, with its own user namespace, and its gofer opens
+	// host files for it as root (in a user namespace it could not open
+	// the files it masks).
+	NoUserNamespace bool
 }
 
 // Generate compiles the native tier's Spec into a hardened OCI runtime
@@ -136,6 +141,10 @@ func Generate(s *sandbox.Spec, o GenerateOptions) (*specs.Spec, error) {
 			MaskedPaths:   slices.Clone(MaskedPaths),
 			ReadonlyPaths: slices.Clone(ReadonlyPaths),
 		},
+	}
+	if o.NoUserNamespace {
+		rs.Linux.Namespaces = slices.DeleteFunc(rs.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
+		rs.Linux.UIDMappings, rs.Linux.GIDMappings = nil, nil
 	}
 	if o.ID != "" {
 		rs.Linux.CgroupsPath = "/moat-" + o.ID
