@@ -288,6 +288,19 @@ func mountWorkspace(s *Spec, at func(string) string) error {
 	return nil
 }
 
+// overlayCaps are the capabilities PID 1 also needs to mount an overlay:
+// overlayfs reaches its layers with the credentials of whoever mounted it
+// (copy-up chowns and sets xattrs; its work directory is mode 0), and a
+// user namespace's capabilities count only for the files whose owners
+// it maps: the workspace's and the session's, seen through their idmaps.
+// The last stage drops them with the rest.
+func overlayCaps(s *Spec) []uintptr {
+	if s.Workspace == nil || s.Workspace.Mode != WorkspaceOverlay {
+		return nil
+	}
+	return []uintptr{unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_FOWNER, unix.CAP_CHOWN, unix.CAP_FSETID, unix.CAP_MKNOD}
+}
+
 // mountOverlay mounts overlayfs at target with the new mount API: each
 // layer is one fsconfig call, so no path needs escaping, and userxattr
 // keeps overlayfs' own attributes in user.overlay.* (a user namespace may

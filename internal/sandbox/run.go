@@ -195,7 +195,7 @@ func Start(s *Spec, o Options) (sb *Sandbox, err error) {
 			Credential:                 &syscall.Credential{Uid: uint32(inUID), Gid: uint32(inGID), NoSetGroups: true},
 			// PID 1 keeps what it needs to build the sandbox; the last
 			// stage drops them all.
-			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP, unix.CAP_SYS_CHROOT},
+			AmbientCaps: append([]uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP, unix.CAP_SYS_CHROOT}, overlayCaps(s)...),
 			Setsid:      true,
 			Pdeathsig:   syscall.SIGKILL,
 		},
