@@ -44,6 +44,7 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	fs.Var(&allow, "allow-domain", "allow egress to `DOMAIN` (example.com, *.example.com, host:port); repeatable")
 	fs.Var(&write, "write", "make `PATH` writable too; repeatable")
 	readOnly := fs.Bool("read-only", false, "make nothing writable but what --write names (drops the policy's filesystem.write)")
+	wsMode := fs.String("workspace", "", workspaceUsage)
 	noNetwork := fs.Bool("no-network", false, "no network at all: no proxy, no forwarder")
 	settings := fs.String("settings", "", "import a sandbox-runtime settings `FILE` (allowedDomains, denyRead, allowWrite, …)")
 	auditPath := fs.String("audit", "", "audit log `FILE` (default: the policy's audit.file, else "+audit.DefaultPath(e.getenv)+")")
@@ -154,6 +155,12 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 		notes = append(notes, prepareClaudeState(e.getenv("HOME"), pol, rn.Placeholders)...)
 	}
 	notes = append(notes, cnotes...)
+	ws, code := setupWorkspace(ctx, e, pol, spec, *wsMode, session, argv, iso.tier)
+	if code != 0 {
+		return code
+	}
+	defer ws.failed(e) // unless exited says how it ended
+	notes = append(notes, ws.notes...)
 	tr.Mark("compile")
 
 	rec, err := openAudit(e, auditFile, pol)
@@ -230,6 +237,7 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	if !*quiet {
 		refusals.summary(e.stderr)
 	}
+	ws.exited(e, status)
 	return status
 }
 
