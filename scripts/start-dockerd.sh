@@ -42,10 +42,13 @@ runsc=$(command -v runsc || true)
 {
 	echo '{'
 	if [ -n "$runsc" ]; then
-		# --host-uds=open: the bind-mounted proxy socket may be dialled
-		# (runsc refuses host sockets by default). The container's network
-		# is docker's --network none, a namespace of its own, so runsc's
-		# default --network=sandbox sees loopback only.
+		# --network=none: gVisor's own network stack with loopback only
+		# (its default, sandbox, refuses to start from the namespace
+		# docker gives it). --host-uds=open: the bind-mounted proxy socket
+		# may be dialled (runsc refuses host sockets by default). Not
+		# --oci-seccomp: runsc 2022 ignores errnoRet (clone3's ENOSYS
+		# would become EPERM and threads fail); moat's own filter binds
+		# the agent inside gVisor.
 		printf '  "runtimes": {"runsc": {"path": "%s", "runtimeArgs": ["--network=none", "--host-uds=open"]}},\n' "$runsc"
 	fi
 	echo '  "exec-opts": ["native.cgroupdriver=cgroupfs"],'

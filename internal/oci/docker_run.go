@@ -245,6 +245,15 @@ func (i *dockerInfo) remapBase() int {
 	return n
 }
 
+// gvisor reports whether the runtime is gVisor's.
+func (i *dockerInfo) gvisor(runtime string) bool {
+	if runtime == "" {
+		return false
+	}
+	rt, ok := i.Runtimes[runtime]
+	return runtime == "runsc" || ok && filepath.Base(rt.Path) == "runsc"
+}
+
 // hostID is the host identity of the container's id.
 func (i *dockerInfo) hostID(id int) int {
 	if b := i.remapBase(); b >= 0 {
@@ -255,8 +264,7 @@ func (i *dockerInfo) hostID(id int) int {
 
 // check asks the daemon what the spec depends on: for a named runtime,
 // that it is registered, with gVisor's flags for moat's socket
-// (--host-uds=open), its seccomp profile (--oci-seccomp) and its network
-// (--network=none). It reports the daemon's user namespace remapping
+// (--host-uds=open) and its network (--network=none). It reports the daemon's user namespace remapping
 // (--userns-remap), which docker run cannot ask for, and refuses when the
 // policy requires a user namespace and the daemon has none.
 func (i *dockerInfo) check(s *specs.Spec, o DockerOptions, log *slog.Logger) error {
@@ -277,7 +285,7 @@ func (i *dockerInfo) check(s *specs.Spec, o DockerOptions, log *slog.Logger) err
 		slices.Sort(names)
 		return fmt.Errorf("the Docker daemon has no runtime %q (it has %s): register it in daemon.json's \"runtimes\"", o.Runtime, strings.Join(names, ", "))
 	}
-	if o.Runtime == "runsc" || filepath.Base(rt.Path) == "runsc" {
+	if i.gvisor(o.Runtime) {
 		var missing []string
 		for _, f := range runscFlags(s) {
 			if !slices.Contains(rt.Args, f) {
@@ -285,7 +293,7 @@ func (i *dockerInfo) check(s *specs.Spec, o DockerOptions, log *slog.Logger) err
 			}
 		}
 		if len(missing) > 0 {
-			return fmt.Errorf("the Docker daemon's runtime %q lacks %s in its runtimeArgs; moat needs them (host sockets for its proxy, the seccomp profile applied inside gVisor, no host network): in daemon.json, \"runtimes\": {%q: {\"path\": %q, \"runtimeArgs\": [\"--network=none\", \"--host-uds=open\", \"--oci-seccomp\"]}}",
+			return fmt.Errorf("the Docker daemon's runtime %q lacks %s in its runtimeArgs; moat needs them (gVisor's own network with loopback only, host sockets for its proxy): in daemon.json, \"runtimes\": {%q: {\"path\": %q, \"runtimeArgs\": [\"--network=none\", \"--host-uds=open\"]}}",
 				o.Runtime, strings.Join(missing, " "), o.Runtime, rt.Path)
 		}
 	}
@@ -293,12 +301,13 @@ func (i *dockerInfo) check(s *specs.Spec, o DockerOptions, log *slog.Logger) err
 }
 
 // runscFlags are the gVisor flags a spec needs from the daemon's runtime
-// registration (docker run cannot pass runtime flags).
+// registration (docker run cannot pass runtime flags). Not --oci-seccomp:
+// runsc 2022 ignores a rule's errnoRet, so clone3's ENOSYS would become
+// EPERM and no thread could start; gVisor's kernel is the boundary, and
+// moat's own filter still binds the agent inside it (the gvisor tier
+// runs the same way).
 func runscFlags(s *specs.Spec) []string {
 	f := []string{"--network=none"}
-	if s.Linux != nil && s.Linux.Seccomp != nil {
-		f = append(f, "--oci-seccomp")
-	}
 	for _, m := range s.Mounts {
 		if m.Destination == RunPath {
 			f = append(f, "--host-uds=open")
@@ -378,21 +387,31 @@ func RunDocker(ctx context.Context, s *sandbox.Spec, o DockerOptions) (run Runni
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return nil, err
 	}
-	agentHost := info.hostID(AgentID)
+	// Under gVisor the agent takes the workspace owner's ids, as the
+	// gvisor tier does (Start): gVisor's gofer cannot serve idmapped
+	// mounts, and its own kernel, not the host's, checks the ids.
+	gvisor := info.gvisor(o.Runtime)
+	agentHost, agentGID := info.hostID(AgentID), info.hostID(AgentID)
+	if gvisor {
+		agentHost, agentGID = workspaceOwner(s)
+	}
 	runDir := filepath.Join(dir, "run")
 	if err := os.Mkdir(runDir, 0o700); err != nil {
 		return nil, err
 	}
 	if root {
-		if err := os.Chown(runDir, agentHost, agentHost); err != nil {
+		if err := os.Chown(runDir, agentHost, agentGID); err != nil {
 			return nil, err
 		}
 	}
-	rs, err := Generate(s, GenerateOptions{Exe: exe, RunDir: runDir})
+	rs, err := Generate(s, GenerateOptions{Exe: exe, RunDir: runDir, NoUserNamespace: gvisor})
 	if err != nil {
 		return nil, err
 	}
-	if root {
+	if gvisor {
+		rs.Process.User = specs.User{UID: uint32(agentHost), GID: uint32(agentGID)}
+	}
+	if root && !gvisor {
 		if attached, err = idmapBinds(rs, runDir, filepath.Join(dir, "m"), agentHost, exe); err != nil {
 			return nil, &sandbox.StageError{Stage: "mounts", Code: 125, Err: err}
 		}
@@ -403,7 +422,7 @@ func RunDocker(ctx context.Context, s *sandbox.Spec, o DockerOptions) (run Runni
 			return nil, fmt.Errorf("docker: the run's socket: %w", err)
 		}
 		if root {
-			if err := os.Chown(sock, agentHost, agentHost); err != nil {
+			if err := os.Chown(sock, agentHost, agentGID); err != nil {
 				return nil, err
 			}
 		}
