@@ -24,8 +24,10 @@ import (
 // rules see through: the gitleaks CLI's default.
 const maxDecodeDepth = 5
 
+// detector holds two gitleaks detectors over the same rules: d decodes,
+// plain does not and serves the files mayDecode clears.
 type detector struct {
-	d *detect.Detector
+	d, plain *detect.Detector
 }
 
 var (
@@ -66,7 +68,9 @@ func contentDetector() (*detector, error) {
 		d := detect.NewDetector(cfg)
 		d.IgnoreGitleaksAllow = true
 		d.MaxDecodeDepth = maxDecodeDepth
-		sharedDet = &detector{d: d}
+		plain := detect.NewDetector(cfg)
+		plain.IgnoreGitleaksAllow = true
+		sharedDet = &detector{d: d, plain: plain}
 	})
 	return sharedDet, detectorErr
 }
@@ -89,8 +93,12 @@ func (d *detector) scan(rel string, content []byte) []Finding {
 	if len(content) == 0 {
 		return nil
 	}
+	det := d.plain
+	if mayDecode(content) {
+		det = d.d
+	}
 	var out []Finding
-	for _, f := range d.d.Detect(detect.Fragment{Raw: string(content), FilePath: rel}) {
+	for _, f := range det.Detect(detect.Fragment{Raw: string(content), FilePath: rel}) {
 		if f.Match == "file detected: "+rel {
 			continue // a rule on names; CredentialFile judges those
 		}
