@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -67,7 +68,9 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\ncommands:")
 	names := make([]string, 0, len(commands))
 	for n := range commands {
-		names = append(names, n)
+		if !strings.HasPrefix(n, "__") { // internal: moat verify's probes
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	for _, n := range names {
