@@ -45,6 +45,12 @@ const (
 	offArch = 4
 	offArg0 = 16
 	offArg1 = 24
+	offArg2 = 32
+	offArg3 = 40
+	// setidBits in a mode: a file the agent makes setuid or setgid keeps
+	// the bit on the host, owned by the workspace's owner (root, through
+	// the idmapped mount), for anyone outside to run.
+	setidBits = unix.S_ISUID | unix.S_ISGID
 )
 
 // seccompProgram assembles the filter: any other architecture's system
@@ -92,6 +98,27 @@ func seccompProgram(allowUnix bool) ([]bpf.RawInstruction, error) {
 		// clone3 passes its flags in memory a filter cannot read: ENOSYS
 		// makes the C library fall back to clone, which is checked.
 		block("clone3", bpf.RetConstant{Val: retENOSYS}),
+		// openat2 likewise (its mode is in memory); openat is checked.
+		block("openat2", bpf.RetConstant{Val: retENOSYS}),
+	}
+	// No setuid or setgid files (found by moat verify's setuid-file
+	// probe): every call that sets a mode is refused when it carries
+	// either bit. open's mode is checked whatever the flags: without
+	// O_CREAT nobody passes those bits.
+	for _, m := range []struct {
+		name string
+		off  uint32
+	}{
+		{"chmod", offArg1}, {"fchmod", offArg1}, {"fchmodat", offArg2}, {"fchmodat2", offArg2},
+		{"mknod", offArg1}, {"mknodat", offArg2}, {"creat", offArg1}, {"open", offArg2}, {"openat", offArg3},
+	} {
+		if _, ok := info.SyscallNames[m.name]; !ok {
+			continue // arm64 has no chmod, mknod, creat or open
+		}
+		errs = append(errs, block(m.name,
+			bpf.LoadAbsolute{Off: m.off, Size: 4},
+			bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: setidBits, SkipFalse: 1},
+			bpf.RetConstant{Val: retEPERM}))
 	}
 	if !allowUnix {
 		for _, name := range []string{"socket", "socketpair"} {
