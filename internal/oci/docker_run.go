@@ -387,9 +387,6 @@ func RunDocker(ctx context.Context, s *sandbox.Spec, o DockerOptions) (run Runni
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return nil, err
 	}
-	// Under gVisor the agent takes the workspace owner's ids, as the
-	// gvisor tier does (Start): gVisor's gofer cannot serve idmapped
-	// mounts, and its own kernel, not the host's, checks the ids.
 	gvisor := info.gvisor(o.Runtime)
 	agentHost, agentGID := info.hostID(AgentID), info.hostID(AgentID)
 	if gvisor {
@@ -404,12 +401,9 @@ func RunDocker(ctx context.Context, s *sandbox.Spec, o DockerOptions) (run Runni
 			return nil, err
 		}
 	}
-	rs, err := Generate(s, GenerateOptions{Exe: exe, RunDir: runDir, NoUserNamespace: gvisor})
+	rs, err := GenerateDocker(s, exe, runDir, gvisor)
 	if err != nil {
 		return nil, err
-	}
-	if gvisor {
-		rs.Process.User = specs.User{UID: uint32(agentHost), GID: uint32(agentGID)}
 	}
 	if root && !gvisor {
 		if attached, err = idmapBinds(rs, runDir, filepath.Join(dir, "m"), agentHost, exe); err != nil {
@@ -454,6 +448,23 @@ func RunDocker(ctx context.Context, s *sandbox.Spec, o DockerOptions) (run Runni
 		}()
 	}
 	return r, nil
+}
+
+// GenerateDocker is Generate for Docker: the image is the root, so the
+// host's system directories are left out. Under gVisor (the runtime
+// runsc) the agent takes the workspace owner's ids and there is no user
+// namespace, as in the gvisor tier (Start): gVisor's gofer cannot serve
+// idmapped mounts, and gVisor's kernel, not the host's, checks the ids.
+func GenerateDocker(s *sandbox.Spec, exe, runDir string, gvisor bool) (*specs.Spec, error) {
+	rs, err := Generate(s, GenerateOptions{Exe: exe, RunDir: runDir, NoUserNamespace: gvisor})
+	if err != nil {
+		return nil, err
+	}
+	if gvisor {
+		uid, gid := workspaceOwner(s)
+		rs.Process.User = specs.User{UID: uint32(uid), GID: uint32(gid)}
+	}
+	return rs, nil
 }
 
 // idmapBinds gives each writable bind of rs (but the run directory) whose
