@@ -112,6 +112,10 @@ func setupWorkspace(ctx context.Context, e *env, pol *policy.Policy, spec *sandb
 			return fail(exitInternal, "session: %v", err)
 		}
 		w.notes = append(w.notes, fmt.Sprintf("the run is not recorded as a session: %v", err))
+	} else {
+		// The agent may neither read nor write the sessions: a record
+		// names the directory apply writes to.
+		spec.MaskDirs = appendNew(spec.MaskDirs, root)
 	}
 	failSession := func(format string, a ...any) (*runWorkspace, int) {
 		w.sess.Finish(workspace.StatusFailed, exitInternal)

@@ -26,6 +26,7 @@ func landlockRules(s *Spec) []landlock.Rule {
 		rw = append(rw, t.Path)
 	}
 	rw = append(rw, "/dev/shm")
+	rw = append(rw, s.writableMounts()...)
 	return []landlock.Rule{
 		landlock.RODirs(read...).IgnoreIfMissing(),
 		landlock.RWDirs(rw...).WithRefer().IgnoreIfMissing(),

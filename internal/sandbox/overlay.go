@@ -57,6 +57,19 @@ func (s *Spec) sources() []string {
 	return out
 }
 
+// writableMounts lists the paths the workspace and the volumes make
+// writable, for Landlock.
+func (s *Spec) writableMounts() []string {
+	var out []string
+	if w := s.Workspace; w != nil && w.Mode != WorkspaceReadOnly {
+		out = append(out, w.Path)
+	}
+	for _, b := range s.Binds {
+		out = append(out, b.Target)
+	}
+	return out
+}
+
 // SetWorkspace makes the working directory mounted as w says instead of
 // as a writable path: it leaves the writable paths (keeping what Compile
 // found to protect and mask in it), drops the writable paths inside it
