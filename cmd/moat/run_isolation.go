@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/moatsec/moat/internal/oci"
 	"github.com/moatsec/moat/internal/policy"
@@ -107,43 +106,19 @@ func (f *isolationFlags) start(ctx context.Context, spec *sandbox.Spec, o sandbo
 }
 
 // startDocker runs the spec with Docker: the same Generate, translated to
-// docker run's flags (oci.DockerArgs).
+// docker run's flags (oci.RunDocker, oci.DockerArgs).
 func (f *isolationFlags) startDocker(ctx context.Context, spec *sandbox.Spec, o sandbox.Options, log *slog.Logger) (*tierRun, error) {
-	exe := o.Exe
-	if exe == "" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			return nil, err
+	r, err := oci.RunDocker(ctx, spec, oci.DockerOptions{Image: f.image, Runtime: f.runtime, Exe: o.Exe,
+		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr, TTY: o.TTY, Log: log,
+		Egress: o.Egress, ForwardSignals: o.ForwardSignals})
+	if err != nil {
+		var se *sandbox.StageError
+		if errors.As(err, &se) {
+			return nil, se
 		}
-	}
-	rd, err := oci.NewRunDir(spec, o.Egress)
-	if err != nil {
 		return nil, &sandbox.StageError{Stage: "docker", Code: exitSandbox, Err: err}
 	}
-	rs, err := oci.Generate(spec, oci.GenerateOptions{Exe: exe, RunDir: rd.Dir})
-	if err != nil {
-		rd.Close()
-		return nil, err
-	}
-	r, err := oci.StartDocker(ctx, rs, oci.DockerOptions{Image: f.image, Runtime: f.runtime,
-		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr, Log: log, Require: spec.Require})
-	if err != nil {
-		rd.Close()
-		return nil, &sandbox.StageError{Stage: "docker", Code: exitSandbox, Err: err}
-	}
-	return &tierRun{Running: &closingRun{Running: r, close: rd.Close}, Resources: resourcesText(spec.Resources, "docker")}, nil
-}
-
-// closingRun closes what the run needed once it is over.
-type closingRun struct {
-	oci.Running
-	close func()
-}
-
-func (c *closingRun) Wait() (int, error) {
-	st, err := c.Running.Wait()
-	c.close()
-	return st, err
+	return &tierRun{Running: r, Resources: resourcesText(spec.Resources, "docker")}, nil
 }
 
 func resourcesText(r sandbox.Resources, by string) string {

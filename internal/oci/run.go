@@ -137,7 +137,7 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 		defer imageFD.Close()
 	}
 
-	rs, err := Generate(s, GenerateOptions{HostRoot: o.Image == "", Rootfs: rootfs, Exe: exe, RunDir: runDir, ID: c.id, Sources: o.Sources, NoUserNamespace: gvisor})
+	rs, err := Generate(s, GenerateOptions{HostRoot: o.Image == "", Rootfs: rootfs, Exe: exe, RunDir: runDir, ID: c.id, Sources: o.Sources, GVisor: gvisor})
 	if err != nil {
 		return nil, err
 	}
@@ -227,6 +227,14 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 // Signal sends sig to the runtime, which passes it to the container's
 // init, which passes it to the command.
 func (c *Container) Signal(sig os.Signal) {
+	if c.rt.Name == "runsc" {
+		// runsc run does not pass signals on (it dies of SIGTERM):
+		// runsc kill delivers it to the container's init.
+		if n, ok := sig.(syscall.Signal); ok {
+			exec.Command(c.rt.Path, "--root", filepath.Join(c.dir, "state"), "kill", c.id, strconv.Itoa(int(n))).Run()
+		}
+		return
+	}
 	if c.cmd != nil && c.cmd.Process != nil {
 		c.cmd.Process.Signal(sig)
 	}
@@ -330,56 +338,6 @@ func stage(rs *specs.Spec, dir, exe string, agentHost int, idmap bool) (plan san
 		m.Source = target
 	}
 	return plan, files, nil
-}
-
-// RunDirHandle is a per-run directory for a container tier that runs
-// outside Start (Docker): it holds the socket the container's init dials
-// for the proxy and the endpoints, served by an Egress.
-type RunDirHandle struct {
-	Dir  string // bind it at RunPath
-	base string
-	ln   net.Listener
-}
-
-// NewRunDir makes the run directory below a private (0700) one and,
-// with s.Egress, serves eg on its socket. The directory and the socket
-// are open to every uid (the container's identity is the daemon's to
-// choose, userns-remap or not); the private parent keeps the host's
-// users out.
-func NewRunDir(s *sandbox.Spec, eg *sandbox.Egress) (*RunDirHandle, error) {
-	base, err := os.MkdirTemp("", "moat-run-")
-	if err != nil {
-		return nil, err
-	}
-	h := &RunDirHandle{Dir: filepath.Join(base, "run"), base: base}
-	if err := os.Mkdir(h.Dir, 0o755); err != nil {
-		os.RemoveAll(base)
-		return nil, err
-	}
-	if s.Egress {
-		if eg == nil {
-			os.RemoveAll(base)
-			return nil, errors.New("the spec wants egress but there is no Egress")
-		}
-		sock := filepath.Join(h.Dir, sandbox.ContainerSocket)
-		if h.ln, err = net.Listen("unix", sock); err == nil {
-			err = os.Chmod(sock, 0o666)
-		}
-		if err != nil {
-			h.Close()
-			return nil, fmt.Errorf("the run's socket: %w", err)
-		}
-		go eg.ServeSocket(h.ln)
-	}
-	return h, nil
-}
-
-// Close stops serving the socket and removes the directory.
-func (h *RunDirHandle) Close() {
-	if h.ln != nil {
-		h.ln.Close()
-	}
-	os.RemoveAll(h.base)
 }
 
 // workspaceOwner is the owner of the working directory when it is

@@ -80,12 +80,22 @@ type GenerateOptions struct {
 	// is a Spec.Write entry): the seam for the workspace overlay's merged
 	// directory, or any other view of the path prepared outside.
 	Sources map[string]string
-	// NoUserNamespace leaves the user namespace out: gVisor's kernel is
-	// the container's, with its own user namespace, and its gofer opens
-	// host files for it as root (in a user namespace it could not open
-	// the files it masks).
+	// GVisor shapes the spec for runsc. The user namespace is left out:
+	// gVisor's kernel is the container's, with its own user namespace,
+	// and its gofer opens host files for it as root (in a user namespace
+	// it could not open the files it masks). The host's pids cgroup
+	// counts gVisor's own threads too: it gets headroom, and the policy's
+	// limit is the agent's RLIMIT_NPROC inside, which gVisor enforces.
+	GVisor bool
+	// NoUserNamespace leaves the user namespace and its mappings out (as
+	// GVisor does): Docker's user namespace is the daemon's
+	// (--userns-remap), not the container's to ask for.
 	NoUserNamespace bool
 }
+
+// gvisorPids is the headroom the host's pids cgroup gives gVisor's
+// sentry and gofer threads.
+const gvisorPids = 256
 
 // Generate compiles the native tier's Spec into a hardened OCI runtime
 // spec: empty capability sets, no_new_privs, moat's seccomp profile, a
@@ -104,7 +114,11 @@ func Generate(s *sandbox.Spec, o GenerateOptions) (*specs.Spec, error) {
 		return nil, errors.New("oci: the moat binary and the run directory are required")
 	}
 	inner := containerSpec(s)
-	env, err := sandbox.ContainerInitEnv(sandbox.ContainerConfig{Spec: *inner, Socket: RunPath + "/" + sandbox.ContainerSocket})
+	cc := sandbox.ContainerConfig{Spec: *inner, Socket: RunPath + "/" + sandbox.ContainerSocket}
+	if o.GVisor {
+		cc.Nproc = s.Resources.Pids
+	}
+	env, err := sandbox.ContainerInitEnv(cc)
 	if err != nil {
 		return nil, fmt.Errorf("oci: %w", err)
 	}
@@ -142,9 +156,14 @@ func Generate(s *sandbox.Spec, o GenerateOptions) (*specs.Spec, error) {
 			ReadonlyPaths: slices.Clone(ReadonlyPaths),
 		},
 	}
-	if o.NoUserNamespace {
+	if o.GVisor || o.NoUserNamespace {
 		rs.Linux.Namespaces = slices.DeleteFunc(rs.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
 		rs.Linux.UIDMappings, rs.Linux.GIDMappings = nil, nil
+	}
+	if o.GVisor {
+		if p := rs.Linux.Resources.Pids; p != nil {
+			p.Limit += gvisorPids
+		}
 	}
 	if o.ID != "" {
 		rs.Linux.CgroupsPath = "/moat-" + o.ID

@@ -37,6 +37,9 @@ const (
 type ContainerConfig struct {
 	Spec   Spec
 	Socket string // the egress socket's path inside the container
+	// Nproc, when set, is the command's RLIMIT_NPROC (gVisor: the host's
+	// pids cgroup holds gVisor's threads too).
+	Nproc int64 `json:",omitempty"`
 }
 
 // ContainerInitEnv returns the NAME=VALUE variable that carries c to the
@@ -91,7 +94,7 @@ func containerInit(began int64) {
 		}
 	}
 	ic := initConfig{Spec: *s}
-	pid, err := containerFork(&ic, thread)
+	pid, err := containerFork(&ic, thread, cfg.Nproc)
 	if err != nil {
 		var se *StageError
 		if errors.As(err, &se) {
@@ -172,7 +175,7 @@ func checkNoCaps(*initConfig) error {
 
 // containerFork runs containerSteps on the init's command thread and
 // forks the command from it (see forkCommand).
-func containerFork(cfg *initConfig, thread chan<- func()) (int, error) {
+func containerFork(cfg *initConfig, thread chan<- func(), nproc int64) (int, error) {
 	type result struct {
 		pid int
 		err error
@@ -202,6 +205,16 @@ func containerFork(cfg *initConfig, thread chan<- func()) (int, error) {
 			}
 			done <- result{err: &StageError{Stage: "exec", Err: err, Code: code}}
 			return
+		}
+		if nproc > 0 {
+			// Set on the command alone: in the init, the limit would
+			// count (and could starve) the init's own threads.
+			lim := unix.Rlimit{Cur: uint64(nproc), Max: uint64(nproc)}
+			if err := unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NPROC, &lim, nil); err != nil {
+				cmd.Process.Kill()
+				done <- result{err: &StageError{Stage: "rlimits", Err: fmt.Errorf("RLIMIT_NPROC: %w", err), Code: 125}}
+				return
+			}
 		}
 		done <- result{pid: cmd.Process.Pid}
 	}
