@@ -106,6 +106,7 @@ type stager struct {
 	src, dst   string   // absolute, links in their names resolved
 	srcRoots   []string // the names an absolute link may give src
 	dstCreated bool     // dst did not exist: remove it on failure
+	started    bool     // dst is ours to fill, and to empty on failure
 	ig         *Ignore
 	scan       bool
 	workers    int
@@ -285,29 +286,27 @@ func (s *stager) run(ctx context.Context) (*StageReport, error) {
 	s.ctx = ctx
 	if s.dstCreated {
 		if err := os.MkdirAll(filepath.Dir(s.dst), 0o755); err != nil {
-			return nil, fmt.Errorf("stage: %w", err)
+			return nil, err
 		}
 		if err := os.Mkdir(s.dst, 0o700); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				s.dstCreated = false // someone else's now: leave it alone
-			}
-			return nil, fmt.Errorf("stage: %w", err)
+			return nil, err // made by someone else since newStager, maybe: leave it alone
 		}
 	}
+	s.started = true
 	srcFd, err := unix.Open(s.src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("stage: open %s: %w", s.src, err)
+		return nil, fmt.Errorf("open %s: %w", s.src, err)
 	}
 	dstFd, err := unix.Open(s.dst, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		unix.Close(srcFd)
-		return nil, fmt.Errorf("stage: open %s: %w", s.dst, err)
+		return nil, fmt.Errorf("open %s: %w", s.dst, err)
 	}
 	root := &dirNode{srcF: os.NewFile(uintptr(srcFd), s.src), srcFd: srcFd, dstFd: dstFd}
 	defer root.srcF.Close()
 	if err := unix.Fstat(srcFd, &root.st); err != nil {
 		unix.Close(dstFd)
-		return nil, fmt.Errorf("stage: %s: %w", s.src, err)
+		return nil, fmt.Errorf("%s: %w", s.src, err)
 	}
 	s.addDir(root)
 
@@ -370,7 +369,7 @@ func (s *stager) failed() bool {
 func (s *stager) walk(d *dirNode, parent ignoreState, excluded bool) (int, error) {
 	names, err := d.srcF.Readdirnames(-1)
 	if err != nil {
-		return 0, fmt.Errorf("stage: read directory %s: %w", s.relName(d.rel), unwrapPath(err))
+		return 0, fmt.Errorf("read directory %s: %w", s.relName(d.rel), unwrapPath(err))
 	}
 	slices.Sort(names)
 	included := 0
@@ -464,11 +463,11 @@ func (s *stager) makeDir(d *dirNode) error {
 		return err
 	}
 	if err := unix.Mkdirat(d.parent.dstFd, d.name, 0o700); err != nil {
-		return fmt.Errorf("stage: make %s: %w", s.dstName(d.rel), err)
+		return fmt.Errorf("make %s: %w", s.dstName(d.rel), err)
 	}
 	fd, err := unix.Openat(d.parent.dstFd, d.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("stage: open %s: %w", s.dstName(d.rel), err)
+		return fmt.Errorf("open %s: %w", s.dstName(d.rel), err)
 	}
 	d.dstFd = fd
 	s.addDir(d)
@@ -505,7 +504,7 @@ func (s *stager) copyFile(d *dirNode, name, rel string, st *unix.Stat_t) (int, e
 	}
 	if err := unix.SetNonblock(fd, false); err != nil {
 		unix.Close(fd)
-		return 0, fmt.Errorf("stage: %s: %w", s.relName(rel), err)
+		return 0, fmt.Errorf("%s: %w", s.relName(rel), err)
 	}
 	if err := s.makeDir(d); err != nil {
 		unix.Close(fd)
@@ -514,7 +513,7 @@ func (s *stager) copyFile(d *dirNode, name, rel string, st *unix.Stat_t) (int, e
 	out, err := unix.Openat(d.dstFd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		unix.Close(fd)
-		return 0, fmt.Errorf("stage: create %s: %w", s.dstName(rel), err)
+		return 0, fmt.Errorf("create %s: %w", s.dstName(rel), err)
 	}
 	if now.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
 		s.rep.Changed = append(s.rep.Changed, Omitted{rel, reasonSetid})
@@ -552,16 +551,16 @@ func (s *stager) copyOne(j copyJob) error {
 	// enter moat, and a reflinking file system shares them.
 	n, err := io.Copy(j.dst, j.src)
 	if err != nil {
-		return fmt.Errorf("stage: copy %s: %w", s.relName(j.rel), unwrapPath(err))
+		return fmt.Errorf("copy %s: %w", s.relName(j.rel), unwrapPath(err))
 	}
 	fd := int(j.dst.Fd())
 	if j.mode&0o400 != 0 {
 		if err := unix.Fchmod(fd, j.mode); err != nil {
-			return fmt.Errorf("stage: %s: %w", s.dstName(j.rel), err)
+			return fmt.Errorf("%s: %w", s.dstName(j.rel), err)
 		}
 	}
 	if err := futimensFd(fd, &j.times); err != nil {
-		return fmt.Errorf("stage: times of %s: %w", s.dstName(j.rel), err)
+		return fmt.Errorf("times of %s: %w", s.dstName(j.rel), err)
 	}
 	s.mu.Lock()
 	s.rep.Bytes += n
@@ -597,11 +596,11 @@ func (s *stager) copyLink(d *dirNode, name, rel string, st *unix.Stat_t) (int, e
 		return 0, err
 	}
 	if err := unix.Symlinkat(target, d.dstFd, name); err != nil {
-		return 0, fmt.Errorf("stage: symlink %s: %w", s.dstName(rel), err)
+		return 0, fmt.Errorf("symlink %s: %w", s.dstName(rel), err)
 	}
 	times := stTimes(st)
 	if err := unix.UtimesNanoAt(d.dstFd, name, times[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return 0, fmt.Errorf("stage: times of %s: %w", s.dstName(rel), err)
+		return 0, fmt.Errorf("times of %s: %w", s.dstName(rel), err)
 	}
 	s.links = append(s.links, rel)
 	s.rep.Copied++
@@ -649,7 +648,7 @@ func (s *stager) scanCopy(ctx context.Context) error {
 	findings, err := Scan(ctx, s.dst, ScanOptions{})
 	if err != nil {
 		// A file the scan could not read may hold a secret: fail closed.
-		return fmt.Errorf("stage: %w", err)
+		return err
 	}
 	byPath := map[string][]string{}
 	var order []string
@@ -667,15 +666,15 @@ func (s *stager) scanCopy(ctx context.Context) error {
 	}
 	for _, rel := range order {
 		if !filepath.IsLocal(filepath.FromSlash(rel)) {
-			return fmt.Errorf("stage: scan returned a path outside the copy: %q", rel)
+			return fmt.Errorf("scan returned a path outside the copy: %q", rel)
 		}
 		p := filepath.Join(s.dst, filepath.FromSlash(rel))
 		fi, err := os.Lstat(p)
 		if err != nil {
-			return fmt.Errorf("stage: %w", err)
+			return err
 		}
 		if err := os.Remove(p); err != nil {
-			return fmt.Errorf("stage: remove %s: %w", s.dstName(rel), unwrapPath(err))
+			return fmt.Errorf("remove %s: %w", s.dstName(rel), unwrapPath(err))
 		}
 		s.omit(rel, secretInContent+strings.Join(byPath[rel], ", "))
 		s.rep.Copied--
@@ -698,7 +697,7 @@ func (s *stager) finish() error {
 			continue // removed by the scan
 		}
 		if err := unix.Fchmodat(unix.AT_FDCWD, p, f.mode, 0); err != nil {
-			return fmt.Errorf("stage: %s: %w", p, err)
+			return fmt.Errorf("%s: %w", p, err)
 		}
 	}
 	for i := len(s.dirs) - 1; i >= 0; i-- {
@@ -706,7 +705,7 @@ func (s *stager) finish() error {
 		p := filepath.Join(s.dst, filepath.FromSlash(d.rel))
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("stage: open %s: %w", p, err)
+			return fmt.Errorf("open %s: %w", p, err)
 		}
 		err = unix.Fchmod(fd, d.mode)
 		if err == nil {
@@ -714,7 +713,7 @@ func (s *stager) finish() error {
 		}
 		unix.Close(fd)
 		if err != nil {
-			return fmt.Errorf("stage: %s: %w", p, err)
+			return fmt.Errorf("%s: %w", p, err)
 		}
 	}
 	return nil
@@ -722,7 +721,7 @@ func (s *stager) finish() error {
 
 // cleanup removes what a failed Stage made.
 func (s *stager) cleanup() {
-	if s.dst == "" {
+	if !s.started {
 		return
 	}
 	// Directories may have been made read-only: give them back write
