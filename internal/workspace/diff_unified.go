@@ -6,9 +6,10 @@ import (
 	"strings"
 )
 
-// maxEdits bounds the Myers search: a diff needing more edits than this
-// is shown as the whole old file removed and the new one added.
-const maxEdits = 20000
+// maxEdits bounds the Myers search (its saved frontiers take maxEdits²
+// ints): a diff needing more edits than this is shown as the whole old
+// file removed and the new one added.
+const maxEdits = 2000
 
 // editOp is one line of an edit script: ' ' kept, '-' removed, '+' added.
 type editOp struct {
@@ -66,7 +67,12 @@ func myersMiddle(a, b []string) []editOp {
 	var trace [][]int
 	found := -1
 	for d := 0; d <= limit; d++ {
-		trace = append(trace, append([]int(nil), v...))
+		// The frontier before step d: diagonals -(d-1)..d-1.
+		if d == 0 {
+			trace = append(trace, nil)
+		} else {
+			trace = append(trace, append([]int(nil), v[off-(d-1):off+d]...))
+		}
 		for k := -d; k <= d; k += 2 {
 			var x int
 			if k == -d || k != d && v[off+k-1] < v[off+k+1] {
@@ -96,15 +102,15 @@ func myersMiddle(a, b []string) []editOp {
 	var rev []editOp
 	x, y := n, m
 	for d := found; d > 0; d-- {
-		vd := trace[d]
+		vd := func(k int) int { return trace[d][k+d-1] }
 		k := x - y
 		var pk int
-		if k == -d || k != d && vd[off+k-1] < vd[off+k+1] {
+		if k == -d || k != d && vd(k-1) < vd(k+1) {
 			pk = k + 1
 		} else {
 			pk = k - 1
 		}
-		px := vd[off+pk]
+		px := vd(pk)
 		py := px - pk
 		for x > px && y > py {
 			x--
