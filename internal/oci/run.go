@@ -86,9 +86,10 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 	var b [8]byte
 	rand.Read(b[:])
 	c = &Container{rt: o.Runtime, id: "moat-" + hex.EncodeToString(b[:]), waitc: make(chan error, 1)}
+	self := c
 	defer func() {
 		if err != nil {
-			c.cleanup()
+			self.cleanup()
 		}
 	}()
 	if c.dir, err = os.MkdirTemp("", "moat-oci-"); err != nil {
@@ -131,13 +132,13 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 	}
 	var imageFD *os.File
 	if o.Image != "" {
-		if imageFD, err = prepareImage(o.Image, c.dir, exe); err != nil {
+		if imageFD, err = prepareImage(o.Image, c.dir, exe, !gvisor); err != nil {
 			return nil, &sandbox.StageError{Stage: "image", Code: 125, Err: err}
 		}
 		defer imageFD.Close()
 	}
 
-	rs, err := Generate(s, GenerateOptions{HostRoot: o.Image == "", Rootfs: rootfs, Exe: exe, RunDir: runDir, ID: c.id, Sources: o.Sources, GVisor: gvisor})
+	rs, err := Generate(s, GenerateOptions{HostRoot: o.Image == "", Rootfs: rootfs, Exe: exe, RunDir: runDir, ID: c.id, Sources: o.Sources, GVisor: gvisor, BindLoader: o.Image != ""})
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@
 package oci
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
@@ -91,7 +92,14 @@ type GenerateOptions struct {
 	// GVisor does): Docker's user namespace is the daemon's
 	// (--userns-remap), not the container's to ask for.
 	NoUserNamespace bool
+	// BindLoader binds the dynamic loader and the libraries moat's
+	// binary needs at LibPath and starts the init through the loader:
+	// an image need not have the C library moat was linked with.
+	BindLoader bool
 }
+
+// LibPath holds the loader and libraries of moat's binary (BindLoader).
+const LibPath = "/.moat/lib"
 
 // gvisorPids is the headroom the host's pids cgroup gives gVisor's
 // sentry and gofer threads.
@@ -169,6 +177,22 @@ func Generate(s *sandbox.Spec, o GenerateOptions) (*specs.Spec, error) {
 		rs.Linux.CgroupsPath = "/moat-" + o.ID
 	}
 	rs.Mounts = mounts(inner, o)
+	if o.BindLoader {
+		interp, libs, err := dynamicDeps(o.Exe)
+		if err != nil {
+			return nil, fmt.Errorf("oci: moat's binary: %w", err)
+		}
+		if interp != "" {
+			// Before the tmpfs and workspace mounts: only under /.moat.
+			var extra []specs.Mount
+			extra = append(extra, bind(interp, LibPath+"/"+filepath.Base(interp), true))
+			for _, l := range libs {
+				extra = append(extra, bind(l[1], LibPath+"/"+l[0], true))
+			}
+			rs.Mounts = append(rs.Mounts[:6:6], append(extra, rs.Mounts[6:]...)...)
+			rs.Process.Args = append([]string{LibPath + "/" + filepath.Base(interp), "--library-path", LibPath}, rs.Process.Args...)
+		}
+	}
 	return rs, nil
 }
 
@@ -361,3 +385,54 @@ func rlimits() []specs.POSIXRlimit {
 		{Type: "RLIMIT_NOFILE", Hard: nofile, Soft: nofile},
 	}
 }
+
+// dynamicDeps returns exe's program interpreter and the host paths of
+// the libraries it names, or "" for a static binary.
+// Each library is its name and its host path.
+func dynamicDeps(exe string) (interp string, libs [][2]string, err error) {
+	f, err := elf.Open(exe)
+	if err != nil {
+		return "", nil, err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b := make([]byte, p.Filesz)
+			if _, err := p.ReadAt(b, 0); err != nil {
+				return "", nil, err
+			}
+			interp = strings.TrimRight(string(b), "\x00")
+		}
+	}
+	if interp == "" {
+		return "", nil, nil
+	}
+	names, err := f.ImportedLibraries()
+	if err != nil {
+		return "", nil, err
+	}
+	for _, n := range names {
+		found := ""
+		for _, d := range libDirs {
+			if _, err := os.Stat(filepath.Join(d, n)); err == nil {
+				found = filepath.Join(d, n)
+				break
+			}
+		}
+		if found == "" {
+			return "", nil, fmt.Errorf("its library %s is in none of %s", n, strings.Join(libDirs, ", "))
+		}
+		r, err := filepath.EvalSymlinks(found)
+		if err != nil {
+			return "", nil, err
+		}
+		libs = append(libs, [2]string{n, r})
+	}
+	r, err := filepath.EvalSymlinks(interp)
+	if err != nil {
+		return "", nil, fmt.Errorf("its loader: %w", err)
+	}
+	return r, libs, nil
+}
+
+var libDirs = []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"}
