@@ -14,7 +14,6 @@ import (
 	"github.com/moatsec/moat/internal/sandbox"
 )
 
-
 // fixtureSpec is a compiled policy as sandbox.Compile makes it, with
 // fixture paths (none of them needs to exist: Generate reads the host
 // only for the host-root view).
