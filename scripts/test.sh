@@ -22,6 +22,9 @@ if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then scripts/start-dockerd.sh; fi
 echo "== go test ./..."
 go test -count=1 -timeout 20m ./...
 
+echo "== moat verify on every tier (strict; go test ran the default profile)"
+scripts/verify-tiers.sh --profiles strict
+
 echo "== fuzzers (short runs; seed corpora already ran above)"
 fuzztime=${FUZZTIME:-10s}
 for pkg in $(go list ./...); do

@@ -260,6 +260,7 @@ func (h *harness) prepare() error {
 	c.PrivateName = "localhost:" + strconv.Itoa(port(b.private))
 	c.PlaceholderEnv, c.CredentialHost, c.ExfilDomain = PlaceholderEnv, CredentialHost, "exfil.moat-verify.test"
 	c.BlockDevices = blockDevices()
+	c.HostMemAvailable = memAvailable()
 
 	// A host process for the process probes to look for, ptrace and kill.
 	c.BaitCmdline = "moat-verify-park-" + h.marker
@@ -384,14 +385,65 @@ func (e *RunError) Error() string {
 	return fmt.Sprintf("moat run exited %d before the probes reported:\n%s", e.Code, strings.TrimSpace(tail(e.Stderr, 2000)))
 }
 
+// resourceProbes press on a limit; if the sandbox itself ends while one
+// runs, the limit held (the host is untouched) but the battery must go
+// on in a new sandbox.
+var resourceProbes = map[string]bool{"fork-bomb": true, "memory-bomb": true, "fill-tmp": true, "fd-exhaustion": true, "cpu-hog": true}
+
+// run runs the battery in `moat run`; when the sandbox ends before every
+// probe reported, the probe that was running gets its verdict and the
+// rest run in a new sandbox.
 func (h *harness) run(ctx context.Context) ([]Result, error) {
+	var todo []string
+	if len(h.o.Probes) > 0 {
+		todo = h.o.Probes
+	} else {
+		for _, p := range Catalogue() {
+			todo = append(todo, p.Name)
+		}
+	}
+	var results []Result
+	for first := true; len(todo) > 0; first = false {
+		names := todo
+		if first && len(h.o.Probes) == 0 {
+			names = nil // all of them
+		}
+		got, code, stderr, err := h.runOnce(ctx, names)
+		if err != nil {
+			return nil, err
+		}
+		if first && len(got) == 0 {
+			if code == 3 {
+				return nil, &ConfigError{&RunError{code, stderr}}
+			}
+			return nil, &RunError{code, stderr}
+		}
+		results = append(results, got...)
+		todo = todo[len(got):]
+		if len(todo) == 0 {
+			break
+		}
+		p, _ := Lookup(todo[0])
+		r := Result{Name: p.Name, Group: p.Group, Title: p.Title, Status: Escaped,
+			Evidence: sprintf("no verdict: the sandbox ended during this probe (moat run exit %d): %s", code, strings.TrimSpace(tail(stderr, 300)))}
+		if resourceProbes[p.Name] {
+			r.Status = Held
+			r.Evidence = sprintf("the sandbox itself ended (moat run exit %d) while this probe pressed on its limit: the limit held, the sandbox's own processes did not survive it", code)
+		}
+		results = append(results, r)
+		todo = todo[1:]
+	}
+	return results, nil
+}
+
+func (h *harness) runOnce(ctx context.Context, names []string) ([]Result, int, string, error) {
 	args := append([]string{"run"}, h.o.RunArgs...)
 	// The user's layers are in the flattened file; the managed and user
 	// slots are filled with an empty one so that nothing loads twice.
 	args = append(args, "--policy", h.policyF, "--managed", h.emptyF, "--user-policy", h.emptyF,
 		"--audit", h.cfg.AuditPath, "--tty", "never", "-q", "--",
 		"./.moat-verify/moat", "__probe", "--config", ".moat-verify/config.json")
-	for _, p := range h.o.Probes {
+	for _, p := range names {
 		args = append(args, "--probe", p)
 	}
 	cmd := exec.CommandContext(ctx, h.o.Moat, args...)
@@ -411,7 +463,7 @@ func (h *harness) run(ctx context.Context) ([]Result, error) {
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		return nil, fmt.Errorf("moat run: %w", err)
+		return nil, 0, "", fmt.Errorf("moat run: %w", err)
 	}
 	var results []Result
 	for _, line := range strings.Split(out.String(), "\n") {
@@ -420,19 +472,11 @@ func (h *harness) run(ctx context.Context) ([]Result, error) {
 			results = append(results, r)
 		}
 	}
-	if stderr := errb.String(); strings.Contains(stderr, CanaryPrefix) {
+	stderr := errb.String()
+	if strings.Contains(stderr, CanaryPrefix) {
 		h.extra = append(h.extra, hit{"stderr", "secret-files", "moat run's standard error holds a canary"})
 	}
-	if len(results) == 0 {
-		if code == 3 {
-			return nil, &ConfigError{&RunError{code, errb.String()}}
-		}
-		return nil, &RunError{code, errb.String()}
-	}
-	if want := len(h.o.Probes); want == 0 && len(results) < len(probes) || want > 0 && len(results) < want {
-		return results, &RunError{code, "the battery stopped after " + strconv.Itoa(len(results)) + " probes\n" + errb.String()}
-	}
-	return results, nil
+	return results, code, stderr, nil
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {

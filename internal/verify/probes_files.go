@@ -127,6 +127,13 @@ func probeWriteOutside(c *Config) Result {
 			a.fail("write "+p, err)
 			continue
 		}
+		// A container tier gives HOME a private tmpfs: writing there is
+		// no escape, and the harness checks the host's HOME itself.
+		var st unix.Statfs_t
+		if unix.Statfs(filepath.Dir(p), &st) == nil && st.Type == unix.TMPFS_MAGIC && filepath.Dir(p) == os.Getenv("HOME") {
+			a.note("wrote %s, a private tmpfs (the host's is checked outside)", p)
+			continue
+		}
 		a.ok("wrote %s", p)
 	}
 	return a.result()

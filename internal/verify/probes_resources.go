@@ -31,6 +31,7 @@ func probeForkBomb(c *Config) Result {
 		return na("the policy sets no resources.pids")
 	}
 	n := min(2*c.PidsLimit, maxForks)
+	warmThreads(8)
 	runtime.LockOSThread()
 	var kids []int
 	defer func() {
@@ -44,6 +45,9 @@ func probeForkBomb(c *Config) Result {
 	}()
 	for int64(len(kids)) < n {
 		pid, err := rawFork()
+		if len(kids)%64 == 0 {
+			progress("%d processes", len(kids))
+		}
 		if err != nil {
 			return held("fork failed with %s after %d processes (resources.pids %d)", errno(err), len(kids), c.PidsLimit)
 		}
@@ -60,7 +64,11 @@ func probeMemoryBomb(c *Config) Result {
 		return na("the policy sets no resources.memory")
 	}
 	target := c.MemoryLimit + max(64<<20, c.MemoryLimit/8)
-	if avail := memAvailable(); avail > 0 && target > avail*9/10 {
+	avail := c.HostMemAvailable
+	if avail == 0 {
+		avail = memAvailable()
+	}
+	if avail > 0 && target > avail*9/10 {
 		return na("the bound, %d MiB, is more than this machine can safely use (%d MiB available)", target>>20, avail>>20)
 	}
 	const step = 32 << 20

@@ -103,6 +103,9 @@ type Config struct {
 	PidsLimit   int64   `json:"pids_limit"`
 	CPUs        float64 `json:"cpus"`
 	TmpfsSize   int64   `json:"tmpfs_size"` // /tmp's size, bytes; 0 when unknown
+	// HostMemAvailable bounds the memory bomb: a sandbox's own view
+	// (gVisor's) may be smaller than the limit under test.
+	HostMemAvailable int64 `json:"host_mem_available"`
 }
 
 // Catalogue lists every probe, in scorecard order.
