@@ -33,9 +33,9 @@ import (
 // exit status (docker run's own 125 when Docker could not start it, 126
 // and 127 when the command could not be run or found). Signals are
 // forwarded with docker kill. The container is removed when it ends, and
-// when ctx is cancelled first it is stopped (SIGTERM, then SIGKILL two
-// seconds later) and removed; the files are removed with it. Nothing is
-// ever pulled. The spec's run directory and its socket are the caller's
+// when ctx is cancelled and it has not ended stopGrace later, it is
+// stopped (SIGTERM, then SIGKILL two seconds later) and removed; the
+// files are removed with it. Nothing is ever pulled. The spec's run directory and its socket are the caller's
 // (RunDocker makes them).
 func StartDocker(ctx context.Context, s *specs.Spec, o DockerOptions) (Running, error) {
 	docker := o.Docker
@@ -178,13 +178,23 @@ func (r *dockerRun) Signal(sig os.Signal) {
 	}()
 }
 
-// watch stops and removes the container when ctx is cancelled before it
-// ends.
+// stopGrace is how long a cancelled run's container may take to end by
+// itself (moat's SIGINT or SIGTERM is forwarded to it, as the native tier
+// forwards it) before it is stopped.
+const stopGrace = 10 * time.Second
+
+// watch stops and removes the container when ctx is cancelled (moat is
+// interrupted) and the container has not ended stopGrace later.
 func (r *dockerRun) watch(ctx context.Context) {
 	select {
 	case <-r.done:
+		return
 	case <-ctx.Done():
-		r.log.Debug("docker: cancelled; stopping the container", "name", r.name)
+	}
+	select {
+	case <-r.done:
+	case <-time.After(stopGrace):
+		r.log.Debug("docker: interrupted; stopping the container", "name", r.name)
 		exec.Command(r.bin, "stop", "--time", "2", r.name).Run()
 		r.remove()
 	}

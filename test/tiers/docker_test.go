@@ -513,3 +513,23 @@ exit 7`
 		}
 	}
 }
+
+// TestDockerNeverPulls: an image that is not here is an error (docker
+// run's 125, the daemon's message), not a download.
+func TestDockerNeverPulls(t *testing.T) {
+	if os.Geteuid() != 0 && !inCI {
+		t.Skip("docker needs root here")
+	}
+	if !dockerAvailable(t) {
+		t.Skip("no Docker daemon")
+	}
+	t.Parallel()
+	b := newBox(t, fmt.Sprintf(basePolicy, "9"))
+	r := b.run(tier{name: "docker", flags: []string{"--isolation", "docker", "--image", "moat-test/absent:never"}}, 0, "echo ran")
+	if r.code != 125 || !strings.Contains(r.stderr, "No such image") || strings.Contains(r.stdout, "ran") {
+		t.Errorf("got:\n%v\nwant exit 125 and docker's No such image", r)
+	}
+	if exec.Command(dockerCLI(), "image", "inspect", "moat-test/absent:never").Run() == nil {
+		t.Error("the absent image was pulled")
+	}
+}
