@@ -74,7 +74,8 @@ func cmdDoctor(ctx context.Context, e *env, args []string) int {
 	} else {
 		row("idmapped mounts", "missing", "kernel older than 5.12: run moat as the workspace's owner")
 	}
-	names := []string{"runc", "crun", "runsc", "docker", "podman", "bwrap"}
+	tierRows(ctx, h, row) // the container, gvisor and docker tiers' runtimes
+	names := []string{"podman", "bwrap"}
 	sort.Strings(names)
 	for _, n := range names {
 		if p, found := h.Runtimes[n]; found {
