@@ -19,6 +19,10 @@ have prlimit    || need+=(util-linux)
 have ip         || need+=(iproute2)
 have tmux       || need+=(tmux)
 have dockerd    || need+=(docker.io)
+# The container and gvisor tiers' OCI runtimes.
+have runc       || [ -x /usr/sbin/runc ] || need+=(runc)
+have crun       || need+=(crun)
+have runsc      || need+=(runsc)
 # The docker tier's test image is a root filesystem built around a static busybox.
 dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
