@@ -465,18 +465,48 @@ func (h *harness) runOnce(ctx context.Context, names []string) ([]Result, int, s
 	} else if err != nil {
 		return nil, 0, "", fmt.Errorf("moat run: %w", err)
 	}
-	var results []Result
-	for _, line := range strings.Split(out.String(), "\n") {
-		var r Result
-		if json.Unmarshal([]byte(line), &r) == nil && r.Name != "" {
-			results = append(results, r)
-		}
-	}
+	results := ParseResults(out.Bytes(), names)
 	stderr := errb.String()
 	if strings.Contains(stderr, CanaryPrefix) {
 		h.extra = append(h.extra, hit{"stderr", "secret-files", "moat run's standard error holds a canary"})
 	}
 	return results, code, stderr, nil
+}
+
+// ParseResults reads the battery's output: one JSON result a line, from
+// inside the sandbox, so not trusted. Only the expected probes, in the
+// expected order, are taken, with their group and title from the
+// catalogue; a verdict other than the three is an escape; it stops at
+// the first line out of order, so that nothing inside can skip a probe.
+func ParseResults(out []byte, names []string) []Result {
+	if len(names) == 0 {
+		for _, p := range Catalogue() {
+			names = append(names, p.Name)
+		}
+	}
+	var results []Result
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		if len(results) == len(names) {
+			break
+		}
+		var r Result
+		if json.Unmarshal(line, &r) != nil || r.Name == "" {
+			continue
+		}
+		if r.Name != names[len(results)] {
+			break
+		}
+		p, _ := Lookup(r.Name)
+		r.Group, r.Title = p.Group, p.Title
+		switch r.Status {
+		case Held, Escaped, NotApplicable:
+		default:
+			r.Evidence = sprintf("invalid verdict %q: %s", r.Status, r.Evidence)
+			r.Status = Escaped
+		}
+		results = append(results, r)
+	}
+	return results
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {
