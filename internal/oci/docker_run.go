@@ -461,15 +461,17 @@ func RunDocker(ctx context.Context, s *sandbox.Spec, o DockerOptions) (run Runni
 }
 
 // GenerateDocker is Generate for Docker: the image is the root, so the
-// host's system directories are left out, and the user namespace is the
-// daemon's (--userns-remap), not the spec's. Under gVisor (the runtime
+// host's system directories are left out (moat's init starts through the
+// host's loader and libraries bound at LibPath: the image need not have
+// them), and the user namespace is the daemon's (--userns-remap), not
+// the spec's. Under gVisor (the runtime
 // runsc) the spec is shaped for it as in the gvisor tier (Start): the
 // agent takes the workspace owner's ids (gVisor's gofer cannot serve
 // idmapped mounts, and gVisor's kernel, not the host's, checks the ids),
 // and the pids limit is the agent's RLIMIT_NPROC inside, the host's
 // cgroup getting headroom for gVisor's own threads.
 func GenerateDocker(s *sandbox.Spec, exe, runDir string, gvisor bool) (*specs.Spec, error) {
-	rs, err := Generate(s, GenerateOptions{Exe: exe, RunDir: runDir, NoUserNamespace: true, GVisor: gvisor})
+	rs, err := Generate(s, GenerateOptions{Exe: exe, RunDir: runDir, NoUserNamespace: true, GVisor: gvisor, BindLoader: true})
 	if err != nil {
 		return nil, err
 	}
