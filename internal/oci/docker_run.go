@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -125,6 +126,7 @@ type dockerRun struct {
 	done      chan struct{} // closed when the CLI has exited
 	cleanup   func()        // the run's files, socket and mounts
 	cleaned   sync.Once
+	removed   atomic.Bool // docker run --rm removed the container
 
 	once   sync.Once
 	status int
@@ -143,6 +145,11 @@ func (r *dockerRun) Wait() (int, error) {
 			r.status, r.err = 125, fmt.Errorf("docker: %w", err)
 		case st.Exited():
 			r.status = st.ExitCode()
+			if r.status != 125 {
+				// docker run --rm returned after the daemon removed the
+				// container; 125 may leave a created one behind.
+				r.removed.Store(true)
+			}
 		default:
 			// The CLI itself was killed: the container may live on.
 			ws, _ := st.Sys().(syscall.WaitStatus)
@@ -204,9 +211,11 @@ func (r *dockerRun) watch(ctx context.Context) {
 // CLI was killed) and the run's files.
 func (r *dockerRun) remove() {
 	r.cleaned.Do(func() {
-		out, err := exec.Command(r.bin, "rm", "--force", r.name).CombinedOutput()
-		if err != nil && !strings.Contains(string(out), "No such container") && !strings.Contains(string(out), "already in progress") {
-			r.log.Warn("docker: removing the container", "name", r.name, "error", strings.TrimSpace(string(out)))
+		if !r.removed.Load() {
+			out, err := exec.Command(r.bin, "rm", "--force", r.name).CombinedOutput()
+			if err != nil && !strings.Contains(string(out), "No such container") && !strings.Contains(string(out), "already in progress") {
+				r.log.Warn("docker: removing the container", "name", r.name, "error", strings.TrimSpace(string(out)))
+			}
 		}
 		if r.cleanup != nil {
 			r.cleanup()
