@@ -180,16 +180,17 @@ func imageFiles() ([]imageFile, error) {
 		}
 		libsOf = append(libsOf, b)
 	}
-	// Python's standard library, without its tests and GUI.
+	// Python's standard library, without its tests, GUI and the static
+	// libraries for embedding it.
 	pyReal, _ := filepath.EvalSymlinks("/usr/bin/python3")
 	stdlib := filepath.Join("/usr/lib", filepath.Base(pyReal))
-	skip := map[string]bool{"test": true, "tests": true, "__pycache__": true, "idlelib": true, "tkinter": true, "turtledemo": true, "ensurepip": true, "lib2to3": true, "pydoc_data": true}
+	skip := map[string]bool{"test": true, "tests": true, "__pycache__": true, "idlelib": true, "tkinter": true, "turtledemo": true, "ensurepip": true, "lib2to3": true, "pydoc_data": true, "distutils": true}
 	err := filepath.WalkDir(stdlib, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.IsDir() {
-			if skip[d.Name()] {
+			if skip[d.Name()] || strings.HasPrefix(d.Name(), "config-") {
 				return filepath.SkipDir
 			}
 			dir(strings.TrimPrefix(p, "/"), 0o755)
