@@ -3,6 +3,8 @@ package oci
 import (
 	"encoding/json"
 	"flag"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -248,4 +250,42 @@ func FuzzDockerEnvFile(f *testing.F) {
 			t.Fatalf("got %q; want %q", got, env)
 		}
 	})
+}
+
+// TestDockerDaemonCheck: what the daemon must give, read from docker info.
+func TestDockerDaemonCheck(t *testing.T) {
+	rs, err := Generate(dockerFixture(), GenerateOptions{Exe: "/m", RunDir: "/r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type rt = struct {
+		Path string   `json:"path"`
+		Args []string `json:"runtimeArgs"`
+	}
+	plain := &dockerInfo{DockerRootDir: "/var/lib/docker", Runtimes: map[string]rt{"runc": {Path: "runc"}, "runsc": {Path: "/usr/bin/runsc", Args: []string{"--network=none"}}}}
+	remapped := &dockerInfo{DockerRootDir: "/var/lib/docker/231072.231072", SecurityOptions: []string{"name=seccomp,profile=default", "name=userns"}}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, c := range []struct {
+		name string
+		info *dockerInfo
+		o    DockerOptions
+		want string // "" = accepted
+	}{
+		{"plain", plain, DockerOptions{}, ""},
+		{"userns required", plain, DockerOptions{Require: []string{"userns"}}, "--userns-remap=default"},
+		{"userns remapped", remapped, DockerOptions{Require: []string{"userns"}}, ""},
+		{"unknown runtime", plain, DockerOptions{Runtime: "kata"}, `no runtime "kata" (it has runc, runsc)`},
+		{"runsc without host-uds", plain, DockerOptions{Runtime: "runsc"}, "lacks --host-uds=open"},
+	} {
+		err := c.info.check(rs, c.o, log)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: got %v; want %q", c.name, err, c.want)
+		}
+	}
+	if got := remapped.hostID(AgentID); got != 231072+AgentID {
+		t.Errorf("remapped agent: host uid %d; want %d", got, 231072+AgentID)
+	}
+	if got := plain.hostID(AgentID); got != AgentID {
+		t.Errorf("plain agent: host uid %d; want %d", got, AgentID)
+	}
 }
