@@ -61,6 +61,7 @@ func (h *harness) crossCheck(results []Result) {
 			probe = "fill-tmp"
 		}
 		escape(probe, m+" appeared on the host")
+		os.Remove(m) // the probe's own litter, named with this run's marker
 	}
 	for p, sum := range h.hashes {
 		b, err := os.ReadFile(p)
