@@ -1,6 +1,7 @@
 package workspace
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"sync"
@@ -88,23 +89,56 @@ func (d *detector) pathAllowed(rel string) bool {
 	return false
 }
 
-// scan runs the content rules over one file's bytes.
+// scan runs the content rules over one file's bytes, in chunks.
 func (d *detector) scan(rel string, content []byte) []Finding {
-	if len(content) == 0 {
-		return nil
-	}
-	det := d.plain
-	if mayDecode(content) {
-		det = d.d
-	}
 	var out []Finding
-	for _, f := range det.Detect(detect.Fragment{Raw: string(content), FilePath: rel}) {
-		if f.Match == "file detected: "+rel {
-			continue // a rule on names; CredentialFile judges those
+	line := 1
+	for len(content) > 0 {
+		n := chunkEnd(content)
+		chunk := content[:n]
+		det := d.plain
+		if mayDecode(chunk) {
+			det = d.d
 		}
-		out = append(out, Finding{Path: rel, Line: f.StartLine + 1, Rule: f.RuleID, Kind: KindContent, Excerpt: excerpt(f)})
+		for _, f := range det.Detect(detect.Fragment{Raw: string(chunk), FilePath: rel, StartLine: line}) {
+			if f.Match == "file detected: "+rel {
+				continue // a rule on names; CredentialFile judges those
+			}
+			out = append(out, Finding{Path: rel, Line: f.StartLine, Rule: f.RuleID, Kind: KindContent, Excerpt: excerpt(f)})
+		}
+		line += bytes.Count(chunk, []byte{'\n'})
+		content = content[n:]
 	}
 	return out
+}
+
+// Files are scanned in chunks of about chunkSize bytes that end at a blank
+// line. gitleaks runs a rule over a fragment only when one of the rule's
+// keywords occurs in it; in a whole file of some size, "key" or "token"
+// nearly always does, and the rule that matches assignments of high-entropy
+// values ("generic-api-key", no literal prefix) is then the costliest part
+// of a scan. In small chunks it runs where its keywords are. Secrets that
+// span lines (key blocks) hold no blank line, so a cut there splits none.
+const (
+	chunkSize = 8 << 10
+	chunkPeek = 32 << 10 // how far past chunkSize to look for a blank line
+)
+
+// chunkEnd returns the length of the first chunk of b: up to the first
+// blank line after chunkSize and within chunkPeek of it, else up to the
+// last line's end before that, else chunkSize+chunkPeek bytes.
+func chunkEnd(b []byte) int {
+	if len(b) <= chunkSize+chunkPeek {
+		return len(b)
+	}
+	window := b[chunkSize : chunkSize+chunkPeek]
+	if i := bytes.Index(window, []byte("\n\n")); i >= 0 {
+		return chunkSize + i + 2
+	}
+	if i := bytes.LastIndexByte(window, '\n'); i >= 0 {
+		return chunkSize + i + 1
+	}
+	return chunkSize + chunkPeek
 }
 
 // maxExcerpt bounds an excerpt, in runes.
