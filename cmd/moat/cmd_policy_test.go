@@ -108,6 +108,7 @@ filesystem:
     - moat.json  # profile:default
   tmpfs:
     - /tmp:1g  # profile:default
+  volumes: []
 credentials: []
 tls:
   intercept: []
