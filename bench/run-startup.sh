@@ -6,6 +6,9 @@
 #   bench/run-startup.sh [--quick]
 #   MOAT_COMPARE=/path/to/another/moat [MOAT_COMPARE_NAME=what] bench/run-startup.sh
 #     adds its row and its steps (the name describes it in the results)
+#   bench/run-startup.sh --workspace [--quick]
+#     measures only the workspace modes (rw, overlay, copy on a small and a
+#     large tree) and replaces that section of bench/RESULTS-run.md
 # Before each part it waits (up to QUIET_WAIT seconds, default 300) for a
 # quiet machine: others using under 10 % of the CPUs over a second. The
 # start-up comparison is run again (3 times at most) while others used
@@ -14,7 +17,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=20
-[ "${1:-}" = "--quick" ] && runs=5
+only_ws=""
+for a in "$@"; do
+	case $a in
+	--quick) runs=5 ;;
+	--workspace) only_ws=yes ;;
+	esac
+done
 command -v hyperfine >/dev/null || { echo "run-startup: hyperfine is missing (apt-get install hyperfine)" >&2; exit 1; }
 
 # Busy CPU ticks of the whole machine (user, nice, system, steal).
@@ -59,6 +68,62 @@ mkdir -p "$work/ws"
 cd "$work/ws"
 export HOME="$work" MOAT_MANAGED_POLICY=
 moat="$work/moat run -q --audit $work/audit.jsonl --"
+
+# The workspace modes' cost on start-up: rw (a bind), overlay (a manifest
+# of the tree, then overlayfs mounted by PID 1), copy (the tree staged,
+# secrets scanned, into the session), on this small working directory and
+# on a large tree. Sessions are removed between runs (not timed).
+ws_bench() {
+	mkdir -p "$work/large"
+	python3 - "$work/large" <<'PY'
+import os, sys
+root, blob = sys.argv[1], b"x" * 1023 + b"\n"
+for d in range(100):
+    p = os.path.join(root, "d%03d" % d)
+    os.makedirs(p, exist_ok=True)
+    for f in range(100):
+        with open(os.path.join(p, "f%03d.txt" % f), "wb") as fh:
+            fh.write(blob)
+PY
+	local m="$work/moat run -q --audit $work/audit.jsonl" tree
+	wait_quiet
+	seg_start
+	for tree in small large; do
+		(
+			[ "$tree" = large ] && cd "$work/large"
+			hyperfine -N --warmup 2 --runs "$runs" --prepare "rm -rf $work/.local/state/moat/sessions" --export-markdown "$work/ws-$tree.md" \
+				-n "$tree tree, --workspace rw" "$m -- true" \
+				-n "$tree tree, --workspace overlay" "$m --workspace overlay -- true" \
+				-n "$tree tree, --workspace copy" "$m --workspace copy -- true" >&2
+		)
+	done
+	seg_end
+	{
+		echo "## Workspace modes: \`moat run --workspace MODE -- true\`"
+		echo
+		echo "Measured $(date -u +%Y-%m-%d) on $(uname -r), $(nproc) cores; hyperfine -N, $runs runs, 2 warm-ups; others used $OTHERS % of the CPUs; load average before: $(cut -d" " -f1-3 /proc/loadavg)."
+		echo "Small tree: the bench's working directory ($(find "$work/ws" | wc -l) entries); large: 10,000 files of 1 KiB in 100 directories."
+		echo "rw binds the workspace; overlay records a manifest (an lstat of every entry) and PID 1 mounts overlayfs over it; copy stages"
+		echo "the tree into the session (workspace.Stage, secrets scanned). Each run's session is removed before the next (not timed)."
+		echo
+		cat "$work/ws-small.md"
+		echo
+		cat "$work/ws-large.md"
+	} >"$work/ws-section.md"
+}
+if [ -n "$only_ws" ]; then
+	ws_bench
+	out="$OLDPWD/bench/RESULTS-run.md"
+	# Replace the section (up to the next "## " heading), or append it.
+	awk -v sec="$work/ws-section.md" '
+		/^## Workspace modes/ { skip = 1; while ((getline l < sec) > 0) print l; print ""; done = 1; next }
+		skip && /^## / { skip = 0 }
+		!skip { print }
+		END { if (!done) { print ""; while ((getline l < sec) > 0) print l } }' "$out" >"$work/results.md"
+	cp "$work/results.md" "$out"
+	echo "run-startup: wrote the workspace section of $out" >&2
+	exit 0
+fi
 
 cmds=(-n "true" "true" -n "moat run -- true" "$moat true")
 notes=()
@@ -169,6 +234,7 @@ hyperfine -N --warmup 2 --runs "$runs" --export-markdown "$work/io.md" \
 
 seg_end
 io_others=$OTHERS
+ws_bench
 
 out="$OLDPWD/bench/RESULTS-run.md"
 {
@@ -190,6 +256,8 @@ out="$OLDPWD/bench/RESULTS-run.md"
 	echo "## File I/O: open/fstat/close 100,000 times (python3)"
 	echo
 	cat "$work/io.md"
+	echo
+	cat "$work/ws-section.md"
 	for n in "${notes[@]}"; do echo; echo "- $n"; done
 } >"$out"
 echo "run-startup: wrote $out" >&2
