@@ -202,12 +202,12 @@ func sameContent(a, b string, sa, sb int64) (bool, error) {
 	if sa != sb {
 		return false, nil
 	}
-	fa, err := os.Open(a)
+	fa, err := openNoFollow(a)
 	if err != nil {
 		return false, err
 	}
 	defer fa.Close()
-	fb, err := os.Open(b)
+	fb, err := openNoFollow(b)
 	if err != nil {
 		return false, err
 	}
@@ -234,7 +234,7 @@ func sameContent(a, b string, sa, sb int64) (bool, error) {
 // binaryFile reports whether a file looks binary: a NUL, or invalid
 // UTF-8, in its first 8 KiB (git's rule, and UTF-8 for the diff's sake).
 func binaryFile(p string) bool {
-	f, err := os.Open(p)
+	f, err := openNoFollow(p)
 	if err != nil {
 		return true
 	}
@@ -253,7 +253,7 @@ func binaryFile(p string) bool {
 }
 
 func hashFile(p string) (string, bool) {
-	f, err := os.Open(p)
+	f, err := openNoFollow(p)
 	if err != nil {
 		return "", false
 	}
@@ -546,7 +546,7 @@ func WriteDiff(w io.Writer, root string, cs []Change) error {
 const maxDiffFile = 4 << 20
 
 func readText(p string) ([]byte, error) {
-	f, err := os.Open(p)
+	f, err := openNoFollow(p)
 	if err != nil {
 		return nil, err
 	}
@@ -570,4 +570,12 @@ func splitLines(b []byte) []string {
 		lines = lines[:len(lines)-1]
 	}
 	return lines
+}
+
+// openNoFollow opens a file for reading without following a symlink in
+// its last component: the agent wrote the upper layer and the copy, and
+// could swap a file for a link to one of the user's between the walk and
+// the read.
+func openNoFollow(p string) (*os.File, error) {
+	return os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 }
