@@ -408,11 +408,11 @@ func (h *harness) run(ctx context.Context) ([]Result, error) {
 		if first && len(h.o.Probes) == 0 {
 			names = nil // all of them
 		}
-		got, code, stderr, err := h.runOnce(ctx, names)
+		got, started, code, stderr, err := h.runOnce(ctx, names)
 		if err != nil {
 			return nil, err
 		}
-		if first && len(got) == 0 {
+		if !started {
 			if code == 3 {
 				return nil, &ConfigError{&RunError{code, stderr}}
 			}
@@ -436,7 +436,7 @@ func (h *harness) run(ctx context.Context) ([]Result, error) {
 	return results, nil
 }
 
-func (h *harness) runOnce(ctx context.Context, names []string) ([]Result, int, string, error) {
+func (h *harness) runOnce(ctx context.Context, names []string) (results []Result, started bool, code int, stderr string, err error) {
 	args := append([]string{"run"}, h.o.RunArgs...)
 	// The user's layers are in the flattened file; the managed and user
 	// slots are filled with an empty one so that nothing loads twice.
@@ -457,20 +457,20 @@ func (h *harness) runOnce(ctx context.Context, names []string) ([]Result, int, s
 	cmd.Env = append(env, SecretEnv+"="+h.secret)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
+	err = cmd.Run()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		return nil, 0, "", fmt.Errorf("moat run: %w", err)
+		return nil, false, 0, "", fmt.Errorf("moat run: %w", err)
 	}
-	results := ParseResults(out.Bytes(), names)
-	stderr := errb.String()
+	results = ParseResults(out.Bytes(), names)
+	started = bytes.Contains(out.Bytes(), []byte(StartedLine+"\n"))
+	stderr = errb.String()
 	if strings.Contains(stderr, CanaryPrefix) {
 		h.extra = append(h.extra, hit{"stderr", "secret-files", "moat run's standard error holds a canary"})
 	}
-	return results, code, stderr, nil
+	return results, started, code, stderr, nil
 }
 
 // ParseResults reads the battery's output: one JSON result a line, from

@@ -18,6 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// StartedLine is the battery's first line of output.
+const StartedLine = "moat-verify: battery started"
+
 // ProbeTimeout bounds one probe's process; a probe that does not finish
 // gets no verdict of held.
 const ProbeTimeout = 60 * time.Second
@@ -45,6 +48,9 @@ func RunInside(ctx context.Context, cfgPath string, names []string, w io.Writer)
 	// this process needed then would fail to start and take the runtime
 	// down. Threads made now wait idle for reuse.
 	warmThreads(8)
+	// Tells the harness the sandbox started: from here, the sandbox
+	// ending is the probe's doing, not a failure to start.
+	fmt.Fprintln(w, StartedLine)
 	enc := json.NewEncoder(w)
 	for _, p := range ps {
 		r := runChild(ctx, self, cfgPath, p)
