@@ -337,7 +337,7 @@ func (h *harness) writePolicy() error {
 	}
 	_, pp, _ := net.SplitHostPort(c.PrivateName)
 	pn, _ := strconv.Atoi(pp)
-	if d := np.EgressAddr("localhost", netip.MustParseAddr("127.0.0.1"), uint16(pn)); d.Allowed() {
+	if d := np.EgressAddr("localhost", netip.MustParseAddr("127.0.0.1"), uint16(pn)); d.Allowed() && !d.WouldDeny {
 		c.PrivateNA = fmt.Sprintf("the policy lets the proxy dial 127.0.0.1 (%s)", d.Rule)
 	}
 

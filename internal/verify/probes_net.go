@@ -335,15 +335,19 @@ func connect(target string) (net.Conn, *bufio.Reader, proxyAnswer, error) {
 }
 
 // probeConnect is CONNECT to target; a tunnel opened is an escape.
-func probeConnect(target string) Result {
+func probeConnect(probe, target string) Result {
 	var a attempts
-	conn, _, ans, err := connect(target)
+	conn, br, ans, err := connect(target)
 	switch {
 	case errors.Is(err, errNoProxy):
 		return na("%v", err)
 	case err != nil:
 		a.fail("CONNECT "+target, err)
 	case ans.status == 200:
+		// Name the probe to the bait, as dialBait does.
+		if line, _ := br.ReadString('\n'); strings.HasPrefix(line, BaitGreeting) {
+			fmt.Fprintf(conn, "%s\n", probe)
+		}
 		conn.Close()
 		a.ok("CONNECT %s: the proxy opened the tunnel", target)
 	default:
@@ -353,13 +357,13 @@ func probeConnect(target string) Result {
 	return a.result()
 }
 
-func probeConnectIP(c *Config) Result { return probeConnect(c.ConnectIP) }
+func probeConnectIP(c *Config) Result { return probeConnect("connect-ip", c.ConnectIP) }
 
 func probeConnectPrivate(c *Config) Result {
 	if c.PrivateNA != "" {
 		return na("%s", c.PrivateNA)
 	}
-	return probeConnect(c.PrivateName)
+	return probeConnect("connect-private", c.PrivateName)
 }
 
 // probeSNIMismatch opens a tunnel to an allowed name (the control), then

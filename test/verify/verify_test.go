@@ -203,6 +203,34 @@ func TestWeakenedPidsLimit(t *testing.T) {
 	}
 }
 
+// TestReportModeEscapes: network.mode report lets the proxy's refusals
+// through; the proxy probes say escaped, and the host's bait confirms the
+// tunnels reached it.
+func TestReportModeEscapes(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "report.yaml")
+	os.WriteFile(pol, []byte("version: 1\nnetwork:\n  mode: report\n"), 0o644)
+	r, code, stderr := verify(t, "--policy", pol, "--probe", "connect-ip", "--probe", "connect-private", "--probe", "dns-exfil", "--probe", "direct-ip")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
+	}
+	m := r.byName()
+	for name, want := range map[string]string{
+		"connect-ip":      "accepted a connection",
+		"connect-private": "the host's private bait",
+		"dns-exfil":       "looked the name up before refusing it",
+	} {
+		if m[name].Status != "escaped" || !strings.Contains(m[name].Evidence, want) {
+			t.Errorf("%s: %s %q; want escaped with %q", name, m[name].Status, m[name].Evidence, want)
+		}
+	}
+	// The control: report mode does not open a route around the proxy.
+	if m["direct-ip"].Status != "held" {
+		t.Errorf("direct-ip: %s %q; want held (the bait must not blame it for the proxy's tunnels)", m["direct-ip"].Status, m["direct-ip"].Evidence)
+	}
+}
+
 // TestUsageAndConfig: the exit statuses for bad flags and a bad policy.
 func TestUsageAndConfig(t *testing.T) {
 	_, code, stderr := verify(t, "--probe", "no-such-probe")
