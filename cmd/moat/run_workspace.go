@@ -97,6 +97,13 @@ func setupWorkspace(ctx context.Context, e *env, pol *policy.Policy, spec *sandb
 	}
 
 	root, err := workspace.SessionsDir(e.getenv)
+	if err == nil && (mode == workspace.ModeOverlay || mode == workspace.ModeCopy) {
+		// A session inside the workspace would be part of its own lower
+		// layer (overlayfs refuses) or of its own copy.
+		if r, rerr := filepath.EvalSymlinks(filepath.Dir(root)); rerr == nil && (r == base || strings.HasPrefix(r, base+"/")) || root == base || strings.HasPrefix(root, base+"/") {
+			return fail(exitConfig, "--workspace %s: the sessions directory %s is inside the workspace %s; run from a project directory, or set XDG_STATE_HOME outside it", mode, root, base)
+		}
+	}
 	if err == nil {
 		pruneSessions(root)
 		var layers []string
