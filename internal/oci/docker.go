@@ -183,8 +183,9 @@ func DockerArgs(s *specs.Spec, o DockerOptions) (args []string, files map[string
 		}
 		a = append(a, "--ulimit", fmt.Sprintf("%s=%d:%d", strings.ToLower(n), r.Soft, r.Hard))
 	}
-	// process.umask has no flag; it is a default for new files, not a
-	// limit, and moat's init sets it again before the agent starts.
+	if p.User.Umask != nil {
+		return nil, nil, errors.New("docker: process.user.umask has no docker run flag (the image's default applies)")
+	}
 
 	if s.Root != nil && s.Root.Readonly {
 		a = append(a, "--read-only")

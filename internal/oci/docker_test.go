@@ -179,6 +179,7 @@ func TestDockerArgsRefuses(t *testing.T) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/w", Type: "overlay", Source: "overlay"})
 		}, `type "overlay"`},
 		{"runtime path", func(_ *specs.Spec, o *DockerOptions) { o.Runtime = "/usr/bin/runsc" }, "not a path"},
+		{"umask", func(s *specs.Spec, _ *DockerOptions) { m := uint32(0o22); s.Process.User.Umask = &m }, "umask"},
 		{"no image", func(_ *specs.Spec, o *DockerOptions) { o.Image = "" }, "no image"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
