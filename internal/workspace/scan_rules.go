@@ -168,7 +168,11 @@ func excerpt(f report.Finding) string {
 		}
 		ex, _, _ = strings.Cut(ex, "\n")
 	}
-	return sanitize(ex)
+	out := sanitize(ex)
+	if strings.Contains(out, secret) || strings.Contains(out, sanitize(secret)) {
+		return "[redacted]" // escaping rebuilt it: nothing of the match is shown
+	}
+	return out
 }
 
 // mask keeps a prefix of a secret long enough to tell keys apart (a
