@@ -94,11 +94,13 @@ func (f *isolationFlags) start(ctx context.Context, spec *sandbox.Spec, o sandbo
 		notes = append(notes, oci.CrunHybridNote)
 		rt = fallback
 	}
-	if o.TTY {
-		notes = append(notes, "the "+f.tier+" tier gives the command moat's standard streams, not a terminal of its own (--tty is the native tier's)")
+	if o.TTY && rt.Name == "runsc" {
+		// gVisor cannot pass the terminal's descriptor to the host.
+		notes = append(notes, "the gvisor tier gives the command moat's standard streams, not a terminal of its own (gVisor cannot hand its pty to moat); use --isolation container for --tty")
+		o.TTY = false
 	}
 	c, err := oci.Start(spec, oci.Options{Runtime: rt, Exe: o.Exe, Image: f.image,
-		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr, Egress: o.Egress, ForwardSignals: o.ForwardSignals, Log: log})
+		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr, TTY: o.TTY, Egress: o.Egress, ForwardSignals: o.ForwardSignals, Log: log})
 	if err != nil {
 		return nil, err
 	}

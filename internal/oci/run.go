@@ -46,7 +46,10 @@ type Options struct {
 	// Egress receives the agent's proxy and endpoint connections (Spec.Egress).
 	Egress         *sandbox.Egress
 	ForwardSignals bool
-	Log            *slog.Logger
+	// TTY gives the command a new pseudo-terminal, relayed to Stdin and
+	// Stdout (a terminal) as the native tier does.
+	TTY bool
+	Log *slog.Logger
 }
 
 // Container is a started container: the runtime's process.
@@ -56,6 +59,8 @@ type Container struct {
 	id     string
 	cmd    *exec.Cmd
 	ln     net.Listener
+	tty    *sandbox.ContainerTTY
+	egress *sandbox.Egress
 	sigs   chan os.Signal
 	waitc  chan error
 	once   sync.Once
@@ -138,7 +143,12 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 		defer imageFD.Close()
 	}
 
-	rs, err := Generate(s, GenerateOptions{HostRoot: o.Image == "", Rootfs: rootfs, Exe: exe, RunDir: runDir, ID: c.id, Sources: o.Sources, GVisor: gvisor, BindLoader: o.Image != ""})
+	var winsize *unix.Winsize
+	if o.TTY {
+		c.tty = sandbox.NewContainerTTY(o.Stdin, o.Stdout)
+		winsize = c.tty.Winsize()
+	}
+	rs, err := Generate(s, GenerateOptions{TTY: o.TTY, Winsize: winsize, HostRoot: o.Image == "", Rootfs: rootfs, Exe: exe, RunDir: runDir, ID: c.id, Sources: o.Sources, GVisor: gvisor, BindLoader: o.Image != ""})
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +176,15 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 	if err := os.WriteFile(filepath.Join(c.dir, "config.json"), cfg, 0o600); err != nil {
 		return nil, err
 	}
-	if s.Egress {
+	eg := o.Egress
+	if eg == nil && o.TTY {
+		eg = sandbox.NewEgress() // only for the terminal: nothing serves its Accept
+		c.egress = eg
+	}
+	if c.tty != nil {
+		eg.SetTTY(c.tty)
+	}
+	if s.Egress || o.TTY {
 		sock := filepath.Join(runDir, sandbox.ContainerSocket)
 		if c.ln, err = net.Listen("unix", sock); err != nil {
 			return nil, fmt.Errorf("the run's socket: %w", err)
@@ -174,7 +192,7 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 		if err := chownIDs(sock, agentHost, agentGID, 0o600); err != nil {
 			return nil, err
 		}
-		go o.Egress.ServeSocket(c.ln)
+		go eg.ServeSocket(c.ln)
 	}
 	plan.Path = o.Runtime.Path
 	plan.Args = o.Runtime.args(state, c.dir, c.id)
@@ -183,13 +201,24 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 	if err != nil {
 		return nil, err
 	}
+	stdin, stdout, stderr := o.Stdin, o.Stdout, o.Stderr
+	if o.TTY {
+		// The init makes the command's terminal; nothing inside gets
+		// the user's.
+		devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		if err != nil {
+			return nil, err
+		}
+		defer devnull.Close()
+		stdin, stdout = devnull, devnull
+	}
 	c.cmd = &exec.Cmd{
 		Path:       exe,
 		Args:       []string{sandbox.OCIStageArg},
 		Env:        []string{sandbox.OCIStageEnv + "=" + string(pj)},
-		Stdin:      o.Stdin,
-		Stdout:     o.Stdout,
-		Stderr:     o.Stderr,
+		Stdin:      stdin,
+		Stdout:     stdout,
+		Stderr:     stderr,
 		ExtraFiles: files,
 		SysProcAttr: &syscall.SysProcAttr{
 			Unshareflags: unix.CLONE_NEWNS, // the staged mounts are the runtime's alone
@@ -251,6 +280,9 @@ func (c *Container) Wait() (int, error) {
 		if err != nil && !errors.As(err, &ee) {
 			c.err = err
 		}
+		if c.tty != nil {
+			c.tty.Wait()
+		}
 		c.cleanup()
 	})
 	return c.status, c.err
@@ -280,6 +312,12 @@ func (c *Container) cleanup() {
 	}
 	if c.ln != nil {
 		c.ln.Close()
+	}
+	if c.tty != nil {
+		c.tty.Close()
+	}
+	if c.egress != nil {
+		c.egress.Close()
 	}
 	if c.dir == "" {
 		return

@@ -96,6 +96,10 @@ type GenerateOptions struct {
 	// binary needs at LibPath and starts the init through the loader:
 	// an image need not have the C library moat was linked with.
 	BindLoader bool
+	// TTY: the init gives the command a new pseudo-terminal of size
+	// Winsize and sends its master over the run's socket.
+	TTY     bool
+	Winsize *unix.Winsize
 }
 
 // LibPath holds the loader and libraries of moat's binary (BindLoader).
@@ -126,6 +130,7 @@ func Generate(s *sandbox.Spec, o GenerateOptions) (*specs.Spec, error) {
 	if o.GVisor {
 		cc.Nproc = s.Resources.Pids
 	}
+	cc.TTY, cc.Winsize = o.TTY, o.Winsize
 	env, err := sandbox.ContainerInitEnv(cc)
 	if err != nil {
 		return nil, fmt.Errorf("oci: %w", err)

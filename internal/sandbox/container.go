@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -40,7 +41,14 @@ type ContainerConfig struct {
 	// Nproc, when set, is the command's RLIMIT_NPROC (gVisor: the host's
 	// pids cgroup holds gVisor's threads too).
 	Nproc int64 `json:",omitempty"`
+	// TTY: the init makes a pseudo-terminal of this size for the command
+	// and sends its master to moat over the socket (TTYService).
+	TTY     bool          `json:",omitempty"`
+	Winsize *unix.Winsize `json:",omitempty"`
 }
+
+// TTYService is the line the init sends before a pty master's fd.
+const TTYService = "!tty"
 
 // ContainerInitEnv returns the NAME=VALUE variable that carries c to the
 // container's init (JSON: no newline, so it fits Docker's --env-file).
@@ -87,6 +95,14 @@ func containerInit(began int64) {
 		}
 		containerFail("start", err, 125)
 	}
+	var stdio *os.File
+	if cfg.TTY {
+		f, err := sendPTY(cfg.Socket, cfg.Winsize)
+		if err != nil {
+			containerFail("tty", err, 125)
+		}
+		stdio = f
+	}
 	fw := &sockForwarder{path: cfg.Socket}
 	if s.Egress {
 		if err := fw.listen(s); err != nil {
@@ -94,7 +110,10 @@ func containerInit(began int64) {
 		}
 	}
 	ic := initConfig{Spec: *s}
-	pid, err := containerFork(&ic, thread, cfg.Nproc)
+	pid, err := containerFork(&ic, thread, cfg.Nproc, stdio)
+	if stdio != nil {
+		stdio.Close()
+	}
 	if err != nil {
 		var se *StageError
 		if errors.As(err, &se) {
@@ -175,7 +194,7 @@ func checkNoCaps(*initConfig) error {
 
 // containerFork runs containerSteps on the init's command thread and
 // forks the command from it (see forkCommand).
-func containerFork(cfg *initConfig, thread chan<- func(), nproc int64) (int, error) {
+func containerFork(cfg *initConfig, thread chan<- func(), nproc int64, stdio *os.File) (int, error) {
 	type result struct {
 		pid int
 		err error
@@ -198,6 +217,10 @@ func containerFork(cfg *initConfig, thread chan<- func(), nproc int64) (int, err
 		}
 		cmd := &exec.Cmd{Path: path, Args: s.Argv, Env: s.Env, Dir: s.Dir,
 			Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
+		if stdio != nil {
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio, stdio, stdio
+			cmd.SysProcAttr.Setctty = true // fd 0: the pty's slave
+		}
 		if err := cmd.Start(); err != nil {
 			code := 126
 			if errors.Is(err, unix.ENOENT) {
@@ -330,6 +353,13 @@ func (e *Egress) route(c net.Conn) {
 		line = append(line, b[0])
 	}
 	svc := strings.TrimSpace(string(line))
+	if svc == TTYService {
+		if t, ok := containerTTYs.Load(e); ok {
+			t.(*ContainerTTY).receive(c)
+		}
+		c.Close()
+		return
+	}
 	ch, done := e.ch, e.done
 	if svc != "" {
 		e.mu.Lock()
@@ -348,4 +378,128 @@ func (e *Egress) route(c net.Conn) {
 	case <-e.done:
 		c.Close()
 	}
+}
+
+// sendPTY makes the command's pseudo-terminal in the container's devpts
+// and sends its master to moat; it returns the slave.
+func sendPTY(socket string, ws *unix.Winsize) (*os.File, error) {
+	master, slave, err := openPTY(ws)
+	if errors.Is(err, unix.ENOTTY) {
+		master, slave, err = openPTYByName(ws) // no TIOCGPTPEER (before Linux 4.13)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(master)
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		unix.Close(slave)
+		return nil, err
+	}
+	defer c.Close()
+	uc := c.(*net.UnixConn)
+	if _, err := io.WriteString(uc, TTYService+"\n"); err != nil {
+		unix.Close(slave)
+		return nil, err
+	}
+	if _, _, err := uc.WriteMsgUnix([]byte{0}, unix.UnixRights(master), nil); err != nil {
+		unix.Close(slave)
+		return nil, err
+	}
+	return os.NewFile(uintptr(slave), "pty"), nil
+}
+
+// ContainerTTY relays a container's pseudo-terminal to the user's, as
+// the native tier does: the init sends the master over the run's socket
+// (Egress.SetTTY routes it here).
+type ContainerTTY struct {
+	relay    *ttyRelay
+	mu       sync.Mutex
+	attached bool
+}
+
+// NewContainerTTY prepares the relay; in and out are the user's terminal.
+func NewContainerTTY(in, out *os.File) *ContainerTTY {
+	r, _ := newTTY(in, out)
+	return &ContainerTTY{relay: r}
+}
+
+// Winsize is the user's terminal's size, for the init's pty.
+func (t *ContainerTTY) Winsize() *unix.Winsize { return t.relay.winsize() }
+
+func (t *ContainerTTY) receive(c net.Conn) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return
+	}
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := uc.ReadMsgUnix(make([]byte, 1), oob)
+	if err != nil {
+		return
+	}
+	cms, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(cms) != 1 {
+		return
+	}
+	fds, err := unix.ParseUnixRights(&cms[0])
+	if err != nil || len(fds) != 1 {
+		return
+	}
+	t.attach(fds[0])
+}
+
+func (t *ContainerTTY) attach(fd int) {
+	fds := []int{fd}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.attached {
+		unix.Close(fds[0]) // one terminal a run
+		return
+	}
+	t.attached = true
+	t.relay.attach(fds[0])
+	t.relay.start()
+}
+
+// Wait returns when the command's output has been relayed; Close then
+// restores the user's terminal.
+func (t *ContainerTTY) Wait() { t.relay.wait() }
+
+// Close restores the user's terminal and releases the pty.
+func (t *ContainerTTY) Close() { t.relay.close() }
+
+// SetTTY routes the container's pty master to t.
+func (e *Egress) SetTTY(t *ContainerTTY) {
+	if t == nil {
+		containerTTYs.Delete(e)
+		return
+	}
+	containerTTYs.Store(e, t)
+}
+
+// containerTTYs holds each Egress's ContainerTTY (kept here, not in
+// Egress, which the native tier owns).
+var containerTTYs sync.Map
+
+// openPTYByName is openPTY opening the slave by its name in /dev/pts.
+func openPTYByName(ws *unix.Winsize) (master, slave int, err error) {
+	master, err = unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, fmt.Errorf("open /dev/ptmx: %w", err)
+	}
+	n, err := unix.IoctlGetInt(master, unix.TIOCGPTN)
+	if err == nil {
+		err = unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0)
+	}
+	if err == nil {
+		slave, err = unix.Open("/dev/pts/"+strconv.Itoa(n), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		unix.Close(master)
+		return -1, -1, fmt.Errorf("open the pty's slave: %w", err)
+	}
+	if ws != nil {
+		unix.IoctlSetWinsize(master, unix.TIOCSWINSZ, ws)
+	}
+	return master, slave, nil
 }
