@@ -83,7 +83,7 @@ func TestIgnoreMatch(t *testing.T) {
 		if got := ig.Match(tt.path); got != tt.want {
 			t.Errorf("%q: Match(%q) = %v; want %v", tt.patterns, tt.path, got, tt.want)
 		}
-		if got := walkMatch(ig, tt.path); got != tt.want {
+		if got := ignoreWalkMatch(ig, tt.path); got != tt.want {
 			t.Errorf("%q: the walk's match of %q = %v; want %v", tt.patterns, tt.path, got, tt.want)
 		}
 		if tt.want {
@@ -95,7 +95,7 @@ func TestIgnoreMatch(t *testing.T) {
 }
 
 // walkMatch matches p as staging does, one directory after another.
-func walkMatch(ig *Ignore, p string) bool {
+func ignoreWalkMatch(ig *Ignore, p string) bool {
 	var st ignoreState
 	comps := strings.Split(p, "/")
 	var m bool
@@ -163,7 +163,7 @@ func FuzzParseIgnore(f *testing.F) {
 			t.Fatalf("patterns %q: matching %q: %v", file, p, err)
 		}
 		whole := ig.Match(p)
-		if walk := walkMatch(ig, p); walk != whole {
+		if walk := ignoreWalkMatch(ig, p); walk != whole {
 			t.Fatalf("patterns %q, path %q: walk says %v, the matcher %v", file, p, walk, whole)
 		}
 		if whole {

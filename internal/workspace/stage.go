@@ -5,12 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -61,9 +61,13 @@ const (
 	secretInContent = "secret in content: "
 )
 
-// defaultStageWorkers is the number of files copied at once; bench/stage.sh
-// measured the gain flat beyond it on 2 and 8 cores.
-const defaultStageWorkers = 4
+// Files of parallelMin bytes or more are copied by defaultStageWorkers
+// goroutines while the walk goes on; smaller ones by the walk itself, as
+// handing them over cost more than it saved (BenchmarkStage).
+const (
+	defaultStageWorkers = 4
+	parallelMin         = 256 << 10
+)
 
 // Stage makes a sanitised copy of the directory src in dst, which must not
 // exist or be empty, and must neither contain src nor lie within it.
@@ -110,6 +114,7 @@ type stager struct {
 	ig         *Ignore
 	scan       bool
 	workers    int
+	umask      uint32 // the process's, read once; all bits when unknown
 
 	rep   StageReport
 	jobs  chan copyJob
@@ -137,8 +142,10 @@ type fileMeta struct {
 
 type copyJob struct {
 	rel      string
-	src, dst *os.File
+	src, dst int // descriptors, closed by copyOne
+	size     int64
 	mode     uint32
+	chmod    bool // mode is still to be set
 	times    [2]unix.Timespec
 }
 
@@ -174,7 +181,7 @@ func newStager(src, dst string, o StageOptions) (*stager, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &stager{src: srcReal, scan: o.Scan, workers: cmp.Or(o.Workers, defaultStageWorkers)}
+	s := &stager{src: srcReal, scan: o.Scan, workers: cmp.Or(o.Workers, defaultStageWorkers), umask: readUmask()}
 	s.srcRoots = []string{srcReal}
 	if srcAbs != srcReal {
 		s.srcRoots = append(s.srcRoots, srcAbs)
@@ -367,13 +374,14 @@ func (s *stager) failed() bool {
 // something below; then d is made in dst only when something is. It returns
 // how many entries it put in dst.
 func (s *stager) walk(d *dirNode, parent ignoreState, excluded bool) (int, error) {
-	names, err := d.srcF.Readdirnames(-1)
+	ents, err := d.srcF.ReadDir(-1)
 	if err != nil {
 		return 0, fmt.Errorf("read directory %s: %w", s.relName(d.rel), unwrapPath(err))
 	}
-	slices.Sort(names)
+	slices.SortFunc(ents, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
 	included := 0
-	for _, name := range names {
+	for _, ent := range ents {
+		name := ent.Name()
 		if err := s.ctx.Err(); err != nil {
 			return included, err
 		}
@@ -384,10 +392,19 @@ func (s *stager) walk(d *dirNode, parent ignoreState, excluded bool) (int, error
 		if d.rel != "" {
 			rel = d.rel + "/" + name
 		}
+		// The directory's entry types spare files and directories a stat:
+		// both are opened without following links and checked by fstat.
 		var st unix.Stat_t
-		if err := unix.Fstatat(d.srcFd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			s.omitErr(rel, err)
-			continue
+		switch ent.Type() {
+		case 0:
+			st.Mode = unix.S_IFREG
+		case fs.ModeDir:
+			st.Mode = unix.S_IFDIR
+		default:
+			if err := unix.Fstatat(d.srcFd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				s.omitErr(rel, err)
+				continue
+			}
 		}
 		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 		ignored, ms := s.ig.match(rel, parent)
@@ -436,7 +453,11 @@ func (s *stager) walkChild(d *dirNode, name, rel string, st *unix.Stat_t, ms ign
 		s.omitErr(rel+"/", err)
 		return 0, nil
 	}
-	child := &dirNode{rel: rel, name: name, parent: d, srcF: os.NewFile(uintptr(fd), rel), srcFd: fd, dstFd: -1, st: *st}
+	child := &dirNode{rel: rel, name: name, parent: d, srcF: os.NewFile(uintptr(fd), rel), srcFd: fd, dstFd: -1}
+	if err := unix.Fstat(fd, &child.st); err != nil {
+		child.srcF.Close()
+		return 0, fmt.Errorf("%s: %w", s.relName(rel), err)
+	}
 	defer func() {
 		child.srcF.Close()
 		if child.dstFd >= 0 {
@@ -502,15 +523,19 @@ func (s *stager) copyFile(d *dirNode, name, rel string, st *unix.Stat_t) (int, e
 		s.omit(rel, reasonReplaced)
 		return 0, nil
 	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return 0, fmt.Errorf("%s: %w", s.relName(rel), err)
-	}
 	if err := s.makeDir(d); err != nil {
 		unix.Close(fd)
 		return 0, err
 	}
-	out, err := unix.Openat(d.dstFd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	// Made with its final mode when the umask leaves it whole (no fchmod
+	// then), else 0600 and set after the copy; a file its owner cannot
+	// read stays 0600 until the content scan is done.
+	mode := stMode(now.Mode)
+	create, chmod := mode, false
+	if mode&0o400 == 0 || mode&s.umask != 0 {
+		create, chmod = 0o600, true
+	}
+	out, err := unix.Openat(d.dstFd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, create)
 	if err != nil {
 		unix.Close(fd)
 		return 0, fmt.Errorf("create %s: %w", s.dstName(rel), err)
@@ -518,18 +543,19 @@ func (s *stager) copyFile(d *dirNode, name, rel string, st *unix.Stat_t) (int, e
 	if now.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
 		s.rep.Changed = append(s.rep.Changed, Omitted{rel, reasonSetid})
 	}
-	job := copyJob{
-		rel: rel, mode: stMode(now.Mode), times: stTimes(&now),
-		src: os.NewFile(uintptr(fd), rel), dst: os.NewFile(uintptr(out), rel),
+	job := copyJob{rel: rel, src: fd, dst: out, size: now.Size, mode: mode, chmod: chmod, times: stTimes(&now)}
+	s.rep.Copied++
+	if now.Size < parallelMin {
+		// Handing a small file to a worker costs more than copying it.
+		return 1, s.copyOne(job)
 	}
 	select {
 	case s.jobs <- job:
 	case <-s.ctx.Done():
-		job.src.Close()
-		job.dst.Close()
+		unix.Close(fd)
+		unix.Close(out)
 		return 0, s.ctx.Err()
 	}
-	s.rep.Copied++
 	return 1, nil
 }
 
@@ -542,19 +568,17 @@ func (s *stager) work() {
 }
 
 func (s *stager) copyOne(j copyJob) error {
-	defer j.src.Close()
-	defer j.dst.Close()
+	defer unix.Close(j.src)
+	defer unix.Close(j.dst)
 	if s.ctx.Err() != nil || s.failed() {
 		return nil // drain
 	}
-	// io.Copy between two *os.File uses copy_file_range: the bytes never
-	// enter moat, and a reflinking file system shares them.
-	n, err := io.Copy(j.dst, j.src)
+	n, err := copyFd(j.dst, j.src, j.size)
 	if err != nil {
-		return fmt.Errorf("copy %s: %w", s.relName(j.rel), unwrapPath(err))
+		return fmt.Errorf("copy %s: %w", s.relName(j.rel), err)
 	}
-	fd := int(j.dst.Fd())
-	if j.mode&0o400 != 0 {
+	fd := j.dst
+	if j.chmod && j.mode&0o400 != 0 {
 		if err := unix.Fchmod(fd, j.mode); err != nil {
 			return fmt.Errorf("%s: %w", s.dstName(j.rel), err)
 		}
@@ -798,4 +822,82 @@ func futimensFd(fd int, ts *[2]unix.Timespec) error {
 		return e
 	}
 	return nil
+}
+
+// copyFd copies size bytes, or up to src's end if it shrank, from src to dst,
+// both at offset 0: the copy is of the file as it was stat'ed. It uses
+// copy_file_range, so the bytes never enter moat and a file system that can
+// share extents does; where the kernel cannot (another file system, an old
+// kernel, a seccomp filter), it reads and writes.
+func copyFd(dst, src int, size int64) (int64, error) {
+	var total int64
+	for total < size {
+		n, err := unix.CopyFileRange(src, nil, dst, nil, int(min(size-total, 1<<30)), 0)
+		if err == nil {
+			if n == 0 {
+				return total, nil
+			}
+			total += int64(n)
+			continue
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if total == 0 && (err == unix.EXDEV || err == unix.EINVAL || err == unix.ENOSYS ||
+			err == unix.EOPNOTSUPP || err == unix.EPERM) {
+			return readWrite(dst, src, size)
+		}
+		return total, err
+	}
+	return total, nil
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+func readWrite(dst, src int, size int64) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var total int64
+	for total < size {
+		n, err := unix.Read(src, buf[:min(int64(len(buf)), size-total)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return total, err
+		}
+		if n == 0 {
+			return total, nil
+		}
+		for w := buf[:n]; len(w) > 0; {
+			m, err := unix.Write(dst, w)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return total, err
+			}
+			w = w[m:]
+			total += int64(m)
+		}
+	}
+	return total, nil
+}
+
+// readUmask reads the umask from /proc/self/status (Linux 4.7 and later):
+// setting it to read it would race with other goroutines creating files.
+func readUmask() uint32 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0o7777
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return uint32(m)
+			}
+		}
+	}
+	return 0o7777
 }

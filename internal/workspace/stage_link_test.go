@@ -8,11 +8,11 @@ import (
 	"testing"
 )
 
-// fakeTree is a tree for resolveLink: "d" a directory, "f" a file, "l:T" a
+// linkFakeTree is a tree for resolveLink: "d" a directory, "f" a file, "l:T" a
 // link to T.
-type fakeTree map[string]string
+type linkFakeTree map[string]string
 
-func (ft fakeTree) lstat(rel string) (fs.FileMode, string, error) {
+func (ft linkFakeTree) lstat(rel string) (fs.FileMode, string, error) {
 	e, ok := ft[rel]
 	switch {
 	case !ok:
@@ -25,7 +25,7 @@ func (ft fakeTree) lstat(rel string) (fs.FileMode, string, error) {
 	return 0, "", nil
 }
 
-var linkTree = fakeTree{
+var linkTree = linkFakeTree{
 	"a": "d", "a/b": "d", "a/b/f": "f", "top": "f",
 	"a/up":      "l:..",             // a/up -> a/.. = root
 	"a/out":     "l:../..",          // escapes

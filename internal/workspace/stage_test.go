@@ -22,7 +22,7 @@ import (
 
 // writeTree makes files below root: a path ending in "/" is a directory,
 // a content starting with "->" a symlink to the rest.
-func writeTree(t *testing.T, root string, files map[string]string) {
+func writeStageTree(t *testing.T, root string, files map[string]string) {
 	t.Helper()
 	for _, rel := range slices.Sorted(maps.Keys(files)) {
 		p := filepath.Join(root, filepath.FromSlash(rel))
@@ -47,7 +47,7 @@ func writeTree(t *testing.T, root string, files map[string]string) {
 
 // readTree lists the tree below root as writeTree's map, directories
 // included.
-func readTree(t *testing.T, root string) map[string]string {
+func readStageTree(t *testing.T, root string) map[string]string {
 	t.Helper()
 	got := map[string]string{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -81,7 +81,7 @@ func readTree(t *testing.T, root string) map[string]string {
 	return got
 }
 
-func stage(t *testing.T, src string, o StageOptions) (string, *StageReport) {
+func stageInto(t *testing.T, src string, o StageOptions) (string, *StageReport) {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "copy")
 	rep, err := Stage(context.Background(), src, dst, o)
@@ -91,7 +91,7 @@ func stage(t *testing.T, src string, o StageOptions) (string, *StageReport) {
 	return dst, rep
 }
 
-func diffTrees(t *testing.T, got, want map[string]string) {
+func diffStageTrees(t *testing.T, got, want map[string]string) {
 	t.Helper()
 	for _, k := range slices.Sorted(maps.Keys(want)) {
 		if g, ok := got[k]; !ok {
@@ -107,7 +107,7 @@ func diffTrees(t *testing.T, got, want map[string]string) {
 	}
 }
 
-func diffOmitted(t *testing.T, what string, got []Omitted, want map[string]string) {
+func diffStageOmitted(t *testing.T, what string, got []Omitted, want map[string]string) {
 	t.Helper()
 	gotm := map[string]string{}
 	for _, o := range got {
@@ -133,7 +133,7 @@ func diffOmitted(t *testing.T, what string, got []Omitted, want map[string]strin
 func TestStagePatterns(t *testing.T) {
 	t.Parallel()
 	src := t.TempDir()
-	writeTree(t, src, map[string]string{
+	writeStageTree(t, src, map[string]string{
 		".moatignore": "# build output\n" +
 			"node_modules\n" +
 			"!node_modules/keep/**\n" +
@@ -156,9 +156,9 @@ func TestStagePatterns(t *testing.T) {
 		"docs/readme.md":             "readme",
 		"empty/":                     "",
 	})
-	dst, rep := stage(t, src, StageOptions{})
-	diffTrees(t, readTree(t, dst), map[string]string{
-		".moatignore":              readTree(t, src)[".moatignore"],
+	dst, rep := stageInto(t, src, StageOptions{})
+	diffStageTrees(t, readStageTree(t, dst), map[string]string{
+		".moatignore":              readStageTree(t, src)[".moatignore"],
 		"main.go":                  "package main",
 		"sub/":                     "",
 		"sub/app.log":              "kept: *.log is for the top directory only",
@@ -174,7 +174,7 @@ func TestStagePatterns(t *testing.T) {
 		"docs/readme.md":           "readme",
 		"empty/":                   "",
 	})
-	diffOmitted(t, "Omitted", rep.Omitted, map[string]string{
+	diffStageOmitted(t, "Omitted", rep.Omitted, map[string]string{
 		"app.log":             "ignored by .moatignore:4: *.log",
 		"build/":              "ignored by .moatignore:6: build",
 		"docs/secret-plan.md": "ignored by .moatignore:7: docs/secret*",
@@ -192,17 +192,17 @@ func TestStagePatterns(t *testing.T) {
 func TestStageIgnoreFileFlag(t *testing.T) {
 	t.Parallel()
 	src := t.TempDir()
-	writeTree(t, src, map[string]string{".moatignore": ".moatignore\na\n", "a": "a", "b": "b"})
-	dst, rep := stage(t, src, StageOptions{})
-	diffTrees(t, readTree(t, dst), map[string]string{"b": "b"})
-	diffOmitted(t, "Omitted", rep.Omitted, map[string]string{
+	writeStageTree(t, src, map[string]string{".moatignore": ".moatignore\na\n", "a": "a", "b": "b"})
+	dst, rep := stageInto(t, src, StageOptions{})
+	diffStageTrees(t, readStageTree(t, dst), map[string]string{"b": "b"})
+	diffStageOmitted(t, "Omitted", rep.Omitted, map[string]string{
 		".moatignore": "ignored by .moatignore:1: .moatignore", "a": "ignored by .moatignore:2: a"})
 
 	other := filepath.Join(t.TempDir(), "patterns")
 	os.WriteFile(other, []byte("b\n"), 0o644)
-	dst, rep = stage(t, src, StageOptions{IgnoreFile: other})
-	diffTrees(t, readTree(t, dst), map[string]string{".moatignore": ".moatignore\na\n", "a": "a"})
-	diffOmitted(t, "Omitted", rep.Omitted, map[string]string{"b": "ignored by " + other + ":1: b"})
+	dst, rep = stageInto(t, src, StageOptions{IgnoreFile: other})
+	diffStageTrees(t, readStageTree(t, dst), map[string]string{".moatignore": ".moatignore\na\n", "a": "a"})
+	diffStageOmitted(t, "Omitted", rep.Omitted, map[string]string{"b": "ignored by " + other + ":1: b"})
 }
 
 func TestStageIgnoreErrors(t *testing.T) {
@@ -213,7 +213,7 @@ func TestStageIgnoreErrors(t *testing.T) {
 		{"a\n!b[\n", `.moatignore:2: "!b[": syntax error in pattern`},
 	} {
 		src := t.TempDir()
-		writeTree(t, src, map[string]string{".moatignore": tt.file, "x": "x"})
+		writeStageTree(t, src, map[string]string{".moatignore": tt.file, "x": "x"})
 		dst := filepath.Join(t.TempDir(), "copy")
 		_, err := Stage(context.Background(), src, dst, StageOptions{})
 		var ae *StageArgError
@@ -235,7 +235,7 @@ func TestStageIgnoreErrors(t *testing.T) {
 func TestStageCredentialFiles(t *testing.T) {
 	t.Parallel()
 	src := t.TempDir()
-	writeTree(t, src, map[string]string{
+	writeStageTree(t, src, map[string]string{
 		".env":                   "X=1",
 		".env.example":           "X=",
 		"config/.env.production": "X=2",
@@ -246,8 +246,8 @@ func TestStageCredentialFiles(t *testing.T) {
 		"envlink/.env":           "->../README",
 		"README":                 "read me",
 	})
-	dst, rep := stage(t, src, StageOptions{})
-	diffTrees(t, readTree(t, dst), map[string]string{
+	dst, rep := stageInto(t, src, StageOptions{})
+	diffStageTrees(t, readStageTree(t, dst), map[string]string{
 		".env.example": "X=", "README": "read me",
 		"config/": "", "home/": "", "home/.aws/": "", "home/.ssh/": "", "certs/": "", "envlink/": "",
 	})
@@ -259,12 +259,12 @@ func TestStageCredentialFiles(t *testing.T) {
 		}
 		want[p] = "credential file: " + rule
 	}
-	diffOmitted(t, "Omitted", rep.Omitted, want)
+	diffStageOmitted(t, "Omitted", rep.Omitted, want)
 }
 
 // canaryAWSKey makes an access key ID of the form AWS issues, random at each
 // run, so that no real-looking secret is committed.
-func canaryAWSKey(t *testing.T) string {
+func stageCanaryAWS(t *testing.T) string {
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
@@ -278,14 +278,14 @@ func canaryAWSKey(t *testing.T) string {
 
 func TestStageContentSecret(t *testing.T) {
 	t.Parallel()
-	key := canaryAWSKey(t)
+	key := stageCanaryAWS(t)
 	src := t.TempDir()
-	writeTree(t, src, map[string]string{
+	writeStageTree(t, src, map[string]string{
 		"deploy/settings.py": "import os\n\nAWS_ACCESS_KEY_ID = \"" + key + "\"\n",
 		"deploy/clean.py":    "print('nothing here')\n",
 	})
-	dst, rep := stage(t, src, StageOptions{Scan: true})
-	diffTrees(t, readTree(t, dst), map[string]string{"deploy/": "", "deploy/clean.py": "print('nothing here')\n"})
+	dst, rep := stageInto(t, src, StageOptions{Scan: true})
+	diffStageTrees(t, readStageTree(t, dst), map[string]string{"deploy/": "", "deploy/clean.py": "print('nothing here')\n"})
 	if len(rep.Omitted) != 1 || rep.Omitted[0].Path != "deploy/settings.py" ||
 		!strings.HasPrefix(rep.Omitted[0].Reason, "secret in content: ") || !strings.HasSuffix(rep.Omitted[0].Reason, "(line 3)") {
 		t.Errorf("Omitted = %+v; want deploy/settings.py with a secret in content at line 3", rep.Omitted)
@@ -298,8 +298,8 @@ func TestStageContentSecret(t *testing.T) {
 	}
 
 	// The control: without the scan the file is copied, secret and all.
-	dst, rep = stage(t, src, StageOptions{Scan: false})
-	if got := readTree(t, dst)["deploy/settings.py"]; !strings.Contains(got, key) || len(rep.Omitted) != 0 {
+	dst, rep = stageInto(t, src, StageOptions{Scan: false})
+	if got := readStageTree(t, dst)["deploy/settings.py"]; !strings.Contains(got, key) || len(rep.Omitted) != 0 {
 		t.Errorf("without Scan: settings.py = %q, omitted %v; want it copied", got, rep.Omitted)
 	}
 }
@@ -308,8 +308,8 @@ func TestStageSymlinks(t *testing.T) {
 	t.Parallel()
 	base := t.TempDir()
 	src := filepath.Join(base, "src")
-	writeTree(t, base, map[string]string{"outside/secret": "outside"})
-	writeTree(t, src, map[string]string{
+	writeStageTree(t, base, map[string]string{"outside/secret": "outside"})
+	writeStageTree(t, src, map[string]string{
 		"a/b/f":            "f",
 		"top":              "top",
 		"in":               "->a/b/f",
@@ -336,8 +336,8 @@ func TestStageSymlinks(t *testing.T) {
 		"a/b/escape-phys":  "->../../abs-root/../outside/secret",
 		"a/b/escape-phys2": "->../../in/../../../outside",
 	})
-	dst, rep := stage(t, src, StageOptions{})
-	diffTrees(t, readTree(t, dst), map[string]string{
+	dst, rep := stageInto(t, src, StageOptions{})
+	diffStageTrees(t, readStageTree(t, dst), map[string]string{
 		"a/": "", "a/b/": "", "a/b/f": "f", "top": "top", "chain/": "",
 		"in":               "->a/b/f",
 		"a/b/up":           "->../../top",
@@ -352,16 +352,16 @@ func TestStageSymlinks(t *testing.T) {
 		"a/b/escape-phys2": "->../../in/../../../outside", // in is a file: no kernel resolves it
 	})
 	esc := "symlink escapes SRC"
-	diffOmitted(t, "Omitted", rep.Omitted, map[string]string{
+	diffStageOmitted(t, "Omitted", rep.Omitted, map[string]string{
 		"out": esc, "a/b/dotdot": esc, "abs-out": esc, "dangling-out": esc, "to-out": esc,
 		"chain/1": esc, "chain/2": esc, "chain/3": esc, "a/up-then-out": esc, "a/b/escape-phys": esc,
 		"loop1": "symlink loop (more than 40 links on the way)", "loop2": "symlink loop (more than 40 links on the way)",
 	})
-	diffOmitted(t, "Changed", rep.Changed, map[string]string{
+	diffStageOmitted(t, "Changed", rep.Changed, map[string]string{
 		"abs-in": reasonAbsLink, "a/abs-dir": reasonAbsLink, "abs-root": reasonAbsLink,
 	})
 	// Every link kept resolves inside the copy, as the kernel sees it.
-	for rel, c := range readTree(t, dst) {
+	for rel, c := range readStageTree(t, dst) {
 		if !strings.HasPrefix(c, "->") {
 			continue
 		}
@@ -379,29 +379,30 @@ func TestStageSymlinks(t *testing.T) {
 func TestStageNoFollow(t *testing.T) {
 	t.Parallel()
 	base := t.TempDir()
-	writeTree(t, base, map[string]string{"private/key": "private", "src/x": "x"})
+	writeStageTree(t, base, map[string]string{"private/key": "private", "src/x": "x"})
 	src := filepath.Join(base, "src")
 	os.Symlink(filepath.Join(base, "private"), filepath.Join(src, "dir"))
 	os.Symlink(filepath.Join(base, "private/key"), filepath.Join(src, "file"))
 	if b, err := os.ReadFile(filepath.Join(src, "dir/key")); err != nil || string(b) != "private" {
 		t.Fatalf("control: reading through the link: %q, %v", b, err)
 	}
-	dst, _ := stage(t, src, StageOptions{})
-	diffTrees(t, readTree(t, dst), map[string]string{"x": "x"})
+	dst, _ := stageInto(t, src, StageOptions{})
+	diffStageTrees(t, readStageTree(t, dst), map[string]string{"x": "x"})
 }
 
 func TestStageModesAndTimes(t *testing.T) {
 	t.Parallel()
 	src := t.TempDir()
-	writeTree(t, src, map[string]string{
+	writeStageTree(t, src, map[string]string{
 		"bin/tool": "#!/bin/sh\n", "private": "p", "ro/file": "r", "setuid": "s", "setgid": "g", "sticky/": "",
-		"link": "->bin/tool", "noread": "n", "shared/": "",
+		"link": "->bin/tool", "noread": "n", "shared/": "", "group": "g", "all": "a",
 	})
 	modes := map[string]fs.FileMode{
 		"bin/tool": 0o755, "private": 0o600, "ro/file": 0o444, "ro": 0o555, "setuid": 0o4755 | fs.ModeSetuid,
 		"setgid": 0o2750 | fs.ModeSetgid, "sticky": 0o1777 | fs.ModeSticky, "noread": 0o200, "shared": 0o2775 | fs.ModeSetgid,
+		"group": 0o664, "all": 0o777, // beyond a usual umask: set after creation
 	}
-	for _, rel := range []string{"bin/tool", "private", "ro/file", "ro", "noread", "sticky"} {
+	for _, rel := range []string{"bin/tool", "private", "ro/file", "ro", "noread", "sticky", "group", "all"} {
 		if err := os.Chmod(filepath.Join(src, rel), modes[rel]); err != nil {
 			t.Fatal(err)
 		}
@@ -415,16 +416,17 @@ func TestStageModesAndTimes(t *testing.T) {
 	for _, rel := range []string{"bin/tool", "ro/file", "bin", "link", "ro", ""} {
 		p := filepath.Join(src, rel)
 		ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), unix.NsecToTimespec(old.UnixNano())}
-		if err := utimesNoFollow(p, ts); err != nil {
+		if err := stageUtimes(p, ts); err != nil {
 			t.Fatal(err)
 		}
 	}
 	defer os.Chmod(filepath.Join(src, "ro"), 0o755) // so that TempDir can be removed
-	dst, rep := stage(t, src, StageOptions{Scan: true})
+	dst, rep := stageInto(t, src, StageOptions{Scan: true})
 	defer os.Chmod(filepath.Join(dst, "ro"), 0o755)
 	want := map[string]fs.FileMode{
 		"bin/tool": 0o755, "private": 0o600, "ro/file": 0o444, "ro": 0o555 | fs.ModeDir, "setuid": 0o755,
 		"setgid": 0o750, "sticky": 0o777 | fs.ModeSticky | fs.ModeDir, "noread": 0o200, "shared": 0o775 | fs.ModeDir,
+		"group": 0o664, "all": 0o777,
 	}
 	for rel, m := range want {
 		fi, err := os.Lstat(filepath.Join(dst, rel))
@@ -445,22 +447,22 @@ func TestStageModesAndTimes(t *testing.T) {
 			t.Errorf("copy's %q modified at %v; want %v", rel, fi.ModTime(), old)
 		}
 	}
-	diffOmitted(t, "Changed", rep.Changed, map[string]string{"setuid": reasonSetid, "setgid": reasonSetid, "shared/": reasonSetid})
+	diffStageOmitted(t, "Changed", rep.Changed, map[string]string{"setuid": reasonSetid, "setgid": reasonSetid, "shared/": reasonSetid})
 }
 
-func utimesNoFollow(p string, ts []unix.Timespec) error {
+func stageUtimes(p string, ts []unix.Timespec) error {
 	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 func TestStageSpecialFiles(t *testing.T) {
 	t.Parallel()
 	src := t.TempDir()
-	writeTree(t, src, map[string]string{"a": "a"})
+	writeStageTree(t, src, map[string]string{"a": "a"})
 	if err := syscall.Mkfifo(filepath.Join(src, "fifo"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// A socket path must be short: bind in src with a relative name.
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "unix", shortSocketPath(t, src, "sock"))
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "unix", stageSocketPath(t, src, "sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,14 +473,14 @@ func TestStageSpecialFiles(t *testing.T) {
 	} else if os.Getenv("CI") == "true" {
 		t.Fatalf("mknod (CI runs as root): %v", err)
 	}
-	dst, rep := stage(t, src, StageOptions{})
-	diffTrees(t, readTree(t, dst), map[string]string{"a": "a"})
-	diffOmitted(t, "Omitted", rep.Omitted, want)
+	dst, rep := stageInto(t, src, StageOptions{})
+	diffStageTrees(t, readStageTree(t, dst), map[string]string{"a": "a"})
+	diffStageOmitted(t, "Omitted", rep.Omitted, want)
 }
 
 // shortSocketPath binds below dir even when dir's path is longer than a
 // socket address allows, through /proc/self/fd.
-func shortSocketPath(t *testing.T, dir, name string) string {
+func stageSocketPath(t *testing.T, dir, name string) string {
 	p := filepath.Join(dir, name)
 	if len(p) < 100 {
 		return p
@@ -494,12 +496,12 @@ func shortSocketPath(t *testing.T, dir, name string) string {
 func TestStageHardLinks(t *testing.T) {
 	t.Parallel()
 	src := t.TempDir()
-	writeTree(t, src, map[string]string{"a": "same"})
+	writeStageTree(t, src, map[string]string{"a": "same"})
 	if err := os.Link(filepath.Join(src, "a"), filepath.Join(src, "b")); err != nil {
 		t.Fatal(err)
 	}
-	dst, _ := stage(t, src, StageOptions{})
-	diffTrees(t, readTree(t, dst), map[string]string{"a": "same", "b": "same"})
+	dst, _ := stageInto(t, src, StageOptions{})
+	diffStageTrees(t, readStageTree(t, dst), map[string]string{"a": "same", "b": "same"})
 	fa, _ := os.Stat(filepath.Join(dst, "a"))
 	fb, _ := os.Stat(filepath.Join(dst, "b"))
 	if os.SameFile(fa, fb) {
@@ -511,7 +513,7 @@ func TestStageDestChecks(t *testing.T) {
 	t.Parallel()
 	base := t.TempDir()
 	src := filepath.Join(base, "src")
-	writeTree(t, base, map[string]string{"src/x": "x", "full/y": "y", "file": "f", "empty/": ""})
+	writeStageTree(t, base, map[string]string{"src/x": "x", "full/y": "y", "file": "f", "empty/": ""})
 	os.Symlink("empty", filepath.Join(base, "linked"))
 	for _, tt := range []struct{ src, dst, want string }{
 		{src, filepath.Join(base, "full"), "DEST " + base + "/full is not empty; give a new or empty directory"},
@@ -543,7 +545,7 @@ func TestStageDestChecks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Stage into an empty directory: %v", err)
 	}
-	diffTrees(t, readTree(t, filepath.Join(base, "empty")), map[string]string{"x": "x"})
+	diffStageTrees(t, readStageTree(t, filepath.Join(base, "empty")), map[string]string{"x": "x"})
 }
 
 // TestStageLargeTree copies thousands of files in nested directories and
@@ -558,11 +560,11 @@ func TestStageLargeTree(t *testing.T) {
 	}
 	big := make([]byte, 8<<20+17) // larger than one copy_file_range chunk in some kernels
 	rand.Read(big)
-	writeTree(t, src, files)
+	writeStageTree(t, src, files)
 	os.WriteFile(filepath.Join(src, "big.bin"), big, 0o644)
 	files["big.bin"] = string(big)
-	dst, rep := stage(t, src, StageOptions{Scan: false, Workers: 3})
-	got := readTree(t, dst)
+	dst, rep := stageInto(t, src, StageOptions{Scan: false, Workers: 3})
+	got := readStageTree(t, dst)
 	for rel, c := range files {
 		if got[rel] != c {
 			t.Fatalf("copy's %s differs (%d bytes; want %d)", rel, len(got[rel]), len(c))
@@ -577,7 +579,7 @@ func TestStageLargeTree(t *testing.T) {
 func TestStageCanceled(t *testing.T) {
 	t.Parallel()
 	src := t.TempDir()
-	writeTree(t, src, map[string]string{"a/b": "b"})
+	writeStageTree(t, src, map[string]string{"a/b": "b"})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	dst := filepath.Join(t.TempDir(), "copy")
