@@ -100,6 +100,18 @@ func ScanPaths(ctx context.Context, root string, rels []string, o ScanOptions) (
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("scan: %s: not a directory", root)
 	}
+	// A root named through a link is scanned where it leads: the walk
+	// does not follow links, the root included.
+	if real, err := filepath.EvalSymlinks(root); err == nil {
+		root = real
+	}
+	rels = slices.Clone(rels)
+	for i, rel := range rels {
+		rels[i] = path.Clean(rel)
+		if path.IsAbs(rels[i]) || rels[i] == ".." || strings.HasPrefix(rels[i], "../") {
+			return nil, fmt.Errorf("scan: %q: not a path inside %s", rel, root)
+		}
+	}
 	ex, err := newExcluder(o.Exclude)
 	if err != nil {
 		return nil, err
@@ -116,7 +128,7 @@ func ScanPaths(ctx context.Context, root string, rels []string, o ScanOptions) (
 	}
 	var walkErr error
 	for _, rel := range rels {
-		if walkErr = s.walk(path.Clean(rel)); walkErr != nil {
+		if walkErr = s.walk(rel); walkErr != nil {
 			break
 		}
 	}
@@ -163,20 +175,29 @@ type scanner struct {
 // files to the workers.
 func (s *scanner) walk(rel string) error {
 	start := filepath.Join(s.root, filepath.FromSlash(rel))
-	if _, err := os.Lstat(start); errors.Is(err, fs.ErrNotExist) && rel != "." {
+	fi, err := os.Lstat(start)
+	if errors.Is(err, fs.ErrNotExist) && rel != "." {
 		return nil
+	}
+	if err == nil && fi.Mode()&fs.ModeSymlink != 0 && rel != "." {
+		// A named location that is a link (~/.aws kept in a dotfiles
+		// repository) is scanned where it leads; paths stay as named.
+		// Links below it are not followed.
+		if real, err := filepath.EvalSymlinks(start); err == nil {
+			start = real
+		}
 	}
 	return filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		if cerr := s.ctx.Err(); cerr != nil {
 			return cerr
 		}
-		r, rerr := filepath.Rel(s.root, p)
+		r, rerr := filepath.Rel(start, p)
 		if rerr != nil {
 			return rerr
 		}
-		r = filepath.ToSlash(r)
+		r = path.Join(rel, filepath.ToSlash(r))
 		if err != nil {
-			if r == "." {
+			if p == start && rel == "." {
 				return err // the root itself: nothing can be scanned
 			}
 			s.fail(r, err)

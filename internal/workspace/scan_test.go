@@ -362,3 +362,33 @@ func TestScanConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// A root named through a link, and a location under it that is a link (a
+// dotfiles repository's ~/.aws), are scanned where they lead; the paths stay
+// as named. Paths that leave the root are refused.
+func TestScanLinkedLocations(t *testing.T) {
+	t.Parallel()
+	tok := canary(t)
+	real := writeTree(t, map[string]string{"aws/credentials": "[default]\ntoken = \"" + tok + "\"\n"})
+	home := writeTree(t, map[string]string{"a.go": "package a\n"})
+	if err := os.Symlink(filepath.Join(real, "aws"), filepath.Join(home, ".aws")); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "home")
+	if err := os.Symlink(home, link); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ScanPaths(context.Background(), link, []string{".aws", ".ssh"}, ScanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{".aws/credentials:0 aws-credentials", ".aws/credentials:2 github-pat"}
+	if got := found(r.Findings); !slices.Equal(got, want) {
+		t.Errorf("findings: got %q; want %q", got, want)
+	}
+	for _, rel := range []string{"../x", "/etc", ".."} {
+		if _, err := ScanPaths(context.Background(), home, []string{rel}, ScanOptions{}); err == nil {
+			t.Errorf("ScanPaths(%q) = nil error; want a refusal", rel)
+		}
+	}
+}
