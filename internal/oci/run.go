@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -97,7 +99,13 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 			self.cleanup()
 		}
 	}()
+	sweepStale()
 	if c.dir, err = os.MkdirTemp("", "moat-oci-"); err != nil {
+		return nil, err
+	}
+	// Who owns the run: a later run removes what a killed moat left.
+	owner := fmt.Sprintf("%d %s %s %s\n", os.Getpid(), procStart(os.Getpid()), o.Runtime.Path, c.id)
+	if err := os.WriteFile(filepath.Join(c.dir, "owner"), []byte(owner), 0o600); err != nil {
 		return nil, err
 	}
 	// The container's root (host uid HostIDBase) sets the container up:
@@ -393,4 +401,44 @@ func workspaceOwner(s *sandbox.Spec) (uid, gid int) {
 		}
 	}
 	return AgentID, AgentID
+}
+
+// procStart is a process's start time (field 22 of /proc/PID/stat), so a
+// reused pid is not taken for the owner.
+func procStart(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
+}
+
+// sweepStale deletes the containers and run directories of moat runs that
+// were killed before they could clean up (their owner is gone).
+func sweepStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "moat-oci-*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "owner"))
+		if err != nil {
+			continue // not yet written, or not ours
+		}
+		f := strings.Fields(string(b))
+		if len(f) != 4 {
+			continue
+		}
+		pid, err := strconv.Atoi(f[0])
+		if err != nil || procStart(pid) == f[1] {
+			continue // still running
+		}
+		exec.Command(f[2], "--root", filepath.Join(d, "state"), "delete", "--force", f[3]).Run()
+		os.RemoveAll(d)
+	}
 }

@@ -81,6 +81,9 @@ func containerInit(began int64) {
 	// The agent runs as the same uid: it must not read this process's
 	// memory, environment or files through /proc, nor trace it.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	// The runtime is this process's parent: if it dies (moat was killed
+	// and took it along), so does the container.
+	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0)
 	raw := os.Getenv(ContainerEnvVar)
 	os.Unsetenv(ContainerEnvVar)
 	var cfg ContainerConfig
