@@ -1,9 +1,13 @@
 package tiers_test
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCrunHybridFallback: on a host with cgroup v1 and v2 hierarchies
@@ -46,4 +50,59 @@ func TestFailClosed(t *testing.T) {
 			t.Errorf("%v: want a refusal naming %q:\n%v", c.flags, c.msg, r)
 		}
 	}
+}
+
+// TestKilledMoat: moat killed with SIGKILL (no cleanup of its own) takes
+// the container with it: the runtime dies with moat, the container's
+// init with the runtime, and nothing of the agent's keeps running.
+func TestKilledMoat(t *testing.T) {
+	for _, tr := range tiers(t) {
+		if tr.docker || tr.name == "native" {
+			continue
+		}
+		t.Run(tr.name, func(t *testing.T) {
+			b := newBox(t, "filesystem:\n  write: [\".\"]\n")
+			marker := "317" + strconv.Itoa(os.Getpid()%1000)
+			args := append([]string{"run", "-q", "--tty", "never", "--no-network", "--policy", filepath.Join(b.ws, "moat.yaml")}, tr.flags...)
+			cmd := exec.Command(moatBin, append(args, "--", "sh", "-c", "echo ready; exec sleep "+marker)...)
+			cmd.Dir, cmd.Env = b.ws, b.env
+			out, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 16)
+			if n, _ := out.Read(buf); !strings.Contains(string(buf[:n]), "ready") {
+				t.Fatalf("no ready line: %q", buf[:n])
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+			for i := 0; ; i++ {
+				if !sleeping(marker) {
+					return
+				}
+				if i == 100 {
+					t.Fatalf("the agent's sleep %s still runs after moat was killed", marker)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// sleeping reports whether a process "sleep ARG" runs on the host (gVisor's
+// processes are not host processes: its sandbox's command line names the
+// container instead, and moat's containers are named moat-…).
+func sleeping(arg string) bool {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		if s == "sleep\x00"+arg+"\x00" || strings.HasPrefix(s, "runsc-sandbox") && strings.Contains(s, "moat-oci-") {
+			return true
+		}
+	}
+	return false
 }
