@@ -421,10 +421,11 @@ func (s *stager) walk(d *dirNode, parent ignoreState, excluded bool) (int, error
 				included += n
 				continue
 			}
+			why := s.ig.reason(rel)
 			if isDir {
 				rel += "/"
 			}
-			s.omit(rel, s.ig.reason(rel))
+			s.omit(rel, why)
 			continue
 		}
 		var n int

@@ -590,3 +590,19 @@ func TestStageCanceled(t *testing.T) {
 		t.Errorf("DEST left behind: %v", err)
 	}
 }
+
+// TestStageCheckCopiedLinks: the last check finds a link that leaves the
+// copy, as one made from a SRC changed during the copy would, and removes it.
+func TestStageCheckCopiedLinks(t *testing.T) {
+	t.Parallel()
+	dst := t.TempDir()
+	writeStageTree(t, dst, map[string]string{"a/f": "f", "a/in": "->f", "a/out": "->../../x", "a/via": "->out/y"})
+	s := &stager{dst: dst, links: []string{"a/in", "a/via", "a/out"}}
+	s.rep.Copied, s.rep.Symlinks = 4, 3
+	s.checkCopiedLinks()
+	diffStageTrees(t, readStageTree(t, dst), map[string]string{"a/": "", "a/f": "f", "a/in": "->f"})
+	diffStageOmitted(t, "Omitted", s.rep.Omitted, map[string]string{"a/out": "symlink escapes SRC", "a/via": "symlink escapes SRC"})
+	if s.rep.Copied != 2 || s.rep.Symlinks != 1 {
+		t.Errorf("counts after the check: %d copied, %d symlinks; want 2, 1", s.rep.Copied, s.rep.Symlinks)
+	}
+}
