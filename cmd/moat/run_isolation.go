@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/moatsec/moat/internal/oci"
 	"github.com/moatsec/moat/internal/policy"
@@ -50,6 +51,19 @@ func (f *isolationFlags) resolve(pol *policy.Policy) (*policy.Policy, error) {
 			where = fmt.Sprintf("isolation.tier (%s)", pol.Isolation.Tier.Origin)
 		}
 		return nil, fmt.Errorf("%s %q: moat run runs native, container, gvisor or docker", where, f.tier)
+	}
+	if f.tier != "native" {
+		if v := pol.Isolation.Runtime; f.runtime == "" && v.Value != "" {
+			// moat runs the runtime as root: a policy (perhaps a
+			// repository's) may pick one on PATH by name, never a file.
+			if strings.Contains(v.Value, "/") {
+				return nil, fmt.Errorf("isolation.runtime %q (%s): a policy names a runtime (runc, crun, runsc), not a path; give a path with --runtime", v.Value, v.Origin)
+			}
+			f.runtime = v.Value
+		}
+		if v := pol.Isolation.Image; f.image == "" {
+			f.image = v.Value
+		}
 	}
 	if f.tier == "native" && (f.runtime != "" || f.image != "") {
 		return nil, errors.New("--runtime and --image are for --isolation container, gvisor or docker")

@@ -50,6 +50,12 @@ func TestFailClosed(t *testing.T) {
 			t.Errorf("%v: want a refusal naming %q:\n%v", c.flags, c.msg, r)
 		}
 	}
+	// moat runs the runtime as root: a policy names one, never a file.
+	b = newBox(t, "isolation:\n  tier: container\n  runtime: ./runc\n")
+	r := b.run(tier{flags: []string{"--no-network"}}, 0, `echo ran`)
+	if r.code == 0 || strings.Contains(r.stdout, "ran") || !strings.Contains(r.stderr, "not a path") {
+		t.Errorf("isolation.runtime ./runc: want a refusal:\n%v", r)
+	}
 }
 
 // TestKilledMoat: moat killed with SIGKILL (no cleanup of its own) takes
