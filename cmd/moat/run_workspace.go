@@ -25,6 +25,19 @@ type runWorkspace struct {
 	sess  *workspace.Session // nil if none could be made (rw: a note)
 	notes []string
 	done  bool
+	// waitBase waits for the manifest of the workspace, taken while the
+	// sandbox starts.
+	waitBase func() error
+}
+
+// wait waits for the manifest; without it, apply needs --force.
+func (w *runWorkspace) wait(e *env) {
+	if w.waitBase == nil {
+		return
+	}
+	if err := w.waitBase(); err != nil {
+		fmt.Fprintf(e.stderr, "moat: session %s: %v; moat apply will need --force\n", w.sess.ID, err)
+	}
 }
 
 // setupWorkspace scans the workspace when the policy asks, opens the run's
@@ -125,6 +138,7 @@ func setupWorkspace(ctx context.Context, e *env, pol *policy.Policy, spec *sandb
 		spec.MaskDirs = appendNew(spec.MaskDirs, root)
 	}
 	failSession := func(format string, a ...any) (*runWorkspace, int) {
+		w.wait(e)
 		w.sess.Finish(workspace.StatusFailed, exitInternal)
 		return fail(exitInternal, format, a...)
 	}
@@ -132,9 +146,7 @@ func setupWorkspace(ctx context.Context, e *env, pol *policy.Policy, spec *sandb
 	var dropped []string
 	switch mode {
 	case workspace.ModeOverlay:
-		if err := w.sess.RecordBase(); err != nil {
-			return failSession("session %s: %v", id, err)
-		}
+		w.waitBase = w.sess.RecordBaseAsync()
 		if sandbox.OverlayAvailable() && e.getenv("MOAT_TEST_NO_OVERLAY") != "1" {
 			if err := w.sess.PrepareOverlay(); err != nil {
 				return failSession("%v", err)
@@ -158,9 +170,7 @@ func setupWorkspace(ctx context.Context, e *env, pol *policy.Policy, spec *sandb
 		w.notes = append(w.notes, omittedNote(rep.Omitted)...)
 		dropped = spec.SetWorkspace(sandbox.WorkspaceMount{Mode: sandbox.WorkspaceBind, Path: base, Source: w.sess.Tree()})
 	case workspace.ModeCopy:
-		if err := w.sess.RecordBase(); err != nil {
-			return failSession("session %s: %v", id, err)
-		}
+		w.waitBase = w.sess.RecordBaseAsync()
 		rep, err := workspace.Stage(ctx, base, w.sess.Tree(), workspace.StageOptions{Scan: true})
 		if err != nil {
 			return failSession("--workspace copy: %v", err)
@@ -190,6 +200,7 @@ func setupWorkspace(ctx context.Context, e *env, pol *policy.Policy, spec *sandb
 		host, inside = expandHome(host, e.getenv("HOME"), base), expandHome(inside, e.getenv("HOME"), base)
 		if err := spec.AddVolume(host, inside, e.getenv("HOME")); err != nil {
 			if w.sess != nil {
+				w.wait(e)
 				w.sess.Finish(workspace.StatusFailed, exitConfig)
 			}
 			return fail(exitConfig, "filesystem.volumes %q (%s): %v", v.Value, v.Origin, err)
@@ -242,6 +253,7 @@ func (w *runWorkspace) failed(e *env) {
 		return
 	}
 	w.done = true
+	w.wait(e)
 	w.sess.Finish(workspace.StatusFailed, exitSandbox)
 }
 
@@ -252,6 +264,7 @@ func (w *runWorkspace) exited(e *env, code int) {
 		return
 	}
 	w.done = true
+	w.wait(e)
 	w.sess.Finish(workspace.StatusExited, code)
 	if w.sess.Backing == "" {
 		return

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -189,23 +188,29 @@ func sourceFDs(s *Spec, hostUID, hostGID int, exe string) ([]int, error) {
 	if len(srcs) == 0 {
 		return nil, nil
 	}
-	var fds []int
-	for _, src := range srcs {
-		var st unix.Stat_t
-		if err := unix.Stat(src, &st); err != nil {
-			closeAll(fds)
-			return nil, fmt.Errorf("stat %s: %w", src, err)
-		}
-		if int(st.Uid) != hostUID || int(st.Gid) != hostGID {
-			f, _, err := idmapWrites([]string{src}, hostUID, hostGID, exe)
-			if err != nil || len(f) != 1 {
-				closeAll(append(fds, f...))
-				if err == nil {
-					err = errors.New("no mount made")
-				}
-				return nil, err
+	// One call for all: sources with the same owner share a namespace
+	// (one helper process).
+	mapped, idx, err := idmapWrites(srcs, hostUID, hostGID, exe)
+	if err != nil {
+		closeAll(mapped)
+		return nil, err
+	}
+	fds := make([]int, len(srcs))
+	for i := range fds {
+		fds[i] = -1
+	}
+	for j, i := range idx {
+		fds[i] = mapped[j]
+	}
+	cleanup := func() {
+		for _, fd := range fds {
+			if fd >= 0 {
+				unix.Close(fd)
 			}
-			fds = append(fds, f[0])
+		}
+	}
+	for i, src := range srcs {
+		if fds[i] >= 0 {
 			continue
 		}
 		fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
@@ -214,10 +219,13 @@ func sourceFDs(s *Spec, hostUID, hostGID int, exe string) ([]int, error) {
 				&unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV})
 		}
 		if err != nil {
-			closeAll(fds)
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			cleanup()
 			return nil, fmt.Errorf("open_tree %s: %w", src, err)
 		}
-		fds = append(fds, fd)
+		fds[i] = fd
 	}
 	return fds, nil
 }

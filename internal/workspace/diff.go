@@ -60,10 +60,12 @@ func (s *Session) Changes() ([]Change, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session %s: %w", s.ID, err)
 	}
-	base, err := s.LoadManifest(baseManifest)
-	if err != nil {
-		return nil, err
+	if len(ws) == 0 {
+		return nil, nil
 	}
+	// Without a manifest (the run was killed before it was written),
+	// every change is a conflict: apply needs --force.
+	base, _ := s.LoadManifest(baseManifest)
 	return classify(s.Base, ws, base)
 }
 

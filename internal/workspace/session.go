@@ -138,7 +138,9 @@ func (s *Session) Save() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(s.Dir, "session.json"), append(b, '\n'), 0o600)
+	// Synced only when the session keeps writes to review: a record of
+	// a plain run is not worth a flush on every start.
+	return writeAtomic(filepath.Join(s.Dir, "session.json"), append(b, '\n'), 0o600, s.Backing != "")
 }
 
 // Finish records the run's end and releases the session's lock.
@@ -345,7 +347,7 @@ func (s *Session) SaveManifest(name string, m Manifest) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(s.Dir, name), b, 0o600)
+	return writeAtomic(filepath.Join(s.Dir, name), b, 0o600, false)
 }
 
 // LoadManifest reads a manifest SaveManifest wrote.
@@ -376,6 +378,24 @@ func (s *Session) RecordBase() error {
 	return s.SaveManifest(baseManifest, m)
 }
 
+// RecordBaseAsync records the workspace's manifest while the sandbox
+// starts (the agent cannot change the workspace under an overlay or a
+// copy, and an edit of the user's in those milliseconds is the one a
+// manifest cannot tell from the start anyway); wait returns its error.
+// Until it is written, every change counts as a conflict.
+func (s *Session) RecordBaseAsync() (wait func() error) {
+	done := make(chan error, 1)
+	go func() { done <- s.RecordBase() }()
+	var err error
+	waited := false
+	return func() error {
+		if !waited {
+			err, waited = <-done, true
+		}
+		return err
+	}
+}
+
 // RecordTree records the copy's manifest, once it is made.
 func (s *Session) RecordTree() error {
 	m, err := TakeManifest(s.Tree())
@@ -389,8 +409,9 @@ func (s *Session) RecordTree() error {
 	return s.Save()
 }
 
-// writeAtomic writes a file by a temporary file renamed over it.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
+// writeAtomic writes a file by a temporary file renamed over it, synced
+// first if sync.
+func writeAtomic(path string, data []byte, mode os.FileMode, sync bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
@@ -399,7 +420,7 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	if err == nil {
 		err = f.Chmod(mode)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
