@@ -104,6 +104,7 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	}
 	pol, err = sandbox.Overrides{AllowDomains: allow, Write: write, ReadOnly: *readOnly, NoNetwork: *noNetwork}.Apply(pol)
 	if err == nil {
+		iso.projectVouched = pf.project != ""
 		pol, err = iso.resolve(pol)
 	}
 	if err != nil {

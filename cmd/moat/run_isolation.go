@@ -21,6 +21,9 @@ type isolationFlags struct {
 	runtime   string
 	image     string
 	tier      string // resolved: the flag, else the policy's isolation.tier, else native
+	// projectVouched: the project file was named with --policy, not
+	// found in the working directory (repository content).
+	projectVouched bool
 }
 
 var tiers = []string{"native", "container", "gvisor", "docker"}
@@ -53,6 +56,13 @@ func (f *isolationFlags) resolve(pol *policy.Policy) (*policy.Policy, error) {
 		return nil, fmt.Errorf("%s %q: moat run runs native, container, gvisor or docker", where, f.tier)
 	}
 	if f.tier != "native" {
+		// The runtime runs as root and the image is the agent's root: a
+		// project file moat found (a repository's) may not choose them.
+		for _, v := range []policy.String{pol.Isolation.Runtime, pol.Isolation.Image} {
+			if v.Value != "" && v.Origin.Layer == policy.LayerProject && !f.projectVouched {
+				return nil, fmt.Errorf("%s: a project file moat found in the working directory may not set %s (it is repository content); move it to your user policy, give the flag, or name the file with --policy to vouch for it", v.Origin, v.Origin.Key)
+			}
+		}
 		if v := pol.Isolation.Runtime; f.runtime == "" && v.Value != "" {
 			// moat runs the runtime as root: a policy (perhaps a
 			// repository's) may pick one on PATH by name, never a file.

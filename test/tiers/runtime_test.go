@@ -56,6 +56,15 @@ func TestFailClosed(t *testing.T) {
 	if r.code == 0 || strings.Contains(r.stdout, "ran") || !strings.Contains(r.stderr, "not a path") {
 		t.Errorf("isolation.runtime ./runc: want a refusal:\n%v", r)
 	}
+	// A repository's moat.yaml, found rather than named, chooses neither
+	// the runtime nor the image.
+	b = newBox(t, "isolation:\n  tier: container\n  image: /\n")
+	cmd := exec.Command(moatBin, "run", "-q", "--no-network", "--", "echo", "ran")
+	cmd.Dir, cmd.Env = b.ws, b.env
+	out, err := cmd.CombinedOutput()
+	if err == nil || strings.Contains(string(out), "ran\n") || !strings.Contains(string(out), "may not set isolation.image") {
+		t.Errorf("a found project's isolation.image: want a refusal: %v\n%s", err, out)
+	}
 }
 
 // TestKilledMoat: moat killed with SIGKILL (no cleanup of its own) takes
