@@ -271,7 +271,7 @@ func mounts(s *sandbox.Spec, o GenerateOptions) []specs.Mount {
 			ms = append(ms, bind(src, d, true))
 		}
 	}
-	ms = append(ms, bind(o.Exe, MoatPath, true), bind(o.RunDir, RunPath, false))
+	ms = append(ms, bind(o.Exe, MoatPath, true), bind(o.RunDir, RunPath, true))
 	for _, t := range s.Tmpfs {
 		ms = append(ms, specs.Mount{Destination: t.Path, Type: "tmpfs", Source: "tmpfs",
 			Options: []string{"nosuid", "nodev", "noexec", "mode=1777", "size=" + strconv.FormatInt(t.Size, 10)}})

@@ -92,10 +92,13 @@ tr '\0' '\n' < /proc/1/environ 2>/dev/null | grep -c . || echo init-environ-hidd
 echo x > /usr/moat-x 2>/dev/null || echo usr-refused
 echo x >> /etc/passwd 2>/dev/null || echo etc-refused
 echo x > moat.yaml 2>/dev/null || echo policy-refused
-echo x > /tmp/t && echo tmp-ok`,
+echo x > /tmp/t && echo tmp-ok
+echo x > /.moat/run/x 2>/dev/null || echo run-refused
+rm -f /.moat/run/egress.sock 2>/dev/null; if [ -S /.moat/run/egress.sock ] || [ ! -d /.moat ]; then echo socket-intact; fi
+echo x > /.moat/moat 2>/dev/null || echo moat-refused`,
 		check: func(t *testing.T, tr tier, b *box, r result) {
 			wantCode(t, r, 0)
-			want(t, r, "ws-ok", "usr-refused", "etc-refused", "policy-refused", "tmp-ok")
+			want(t, r, "ws-ok", "usr-refused", "etc-refused", "policy-refused", "tmp-ok", "run-refused", "socket-intact", "moat-refused")
 			got, err := os.ReadFile(filepath.Join(b.ws, "made.txt"))
 			if err != nil || string(got) != "made\n" {
 				t.Errorf("the workspace write did not reach the host: %q, %v", got, err)
