@@ -125,6 +125,11 @@ func Generate(s *sandbox.Spec, o GenerateOptions) (*specs.Spec, error) {
 	if o.Exe == "" || o.RunDir == "" {
 		return nil, errors.New("oci: the moat binary and the run directory are required")
 	}
+	if s.Workspace != nil || len(s.Binds) > 0 {
+		// The seam for them is GenerateOptions.Sources; until a tier
+		// fills it, refusing beats binding the workspace read-write.
+		return nil, errors.New("oci: the workspace modes other than rw and filesystem.volumes are the native tier's; run with --isolation native, or --workspace rw")
+	}
 	inner := containerSpec(s)
 	cc := sandbox.ContainerConfig{Spec: *inner, Socket: RunPath + "/" + sandbox.ContainerSocket}
 	if o.GVisor {

@@ -216,3 +216,16 @@ func TestSeccomp(t *testing.T) {
 		t.Fatalf("SeccompJSON: %v", err)
 	}
 }
+
+// TestGenerateRefusesWorkspaceModes: a workspace mode or volumes the
+// container spec does not express are refused, not dropped.
+func TestGenerateRefusesWorkspaceModes(t *testing.T) {
+	for _, s := range []*sandbox.Spec{
+		func() *sandbox.Spec { s := fixtureSpec(); s.Workspace = &sandbox.WorkspaceMount{}; return s }(),
+		func() *sandbox.Spec { s := fixtureSpec(); s.Binds = []sandbox.Bind{{}}; return s }(),
+	} {
+		if _, err := Generate(s, GenerateOptions{Exe: "/usr/local/bin/moat", RunDir: "/bundle/run"}); err == nil {
+			t.Error("a workspace mode or volumes were dropped silently")
+		}
+	}
+}
