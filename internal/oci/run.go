@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -56,18 +57,20 @@ type Options struct {
 
 // Container is a started container: the runtime's process.
 type Container struct {
-	rt     Runtime
-	dir    string // the run's private directory: bundle, state, run directory
-	id     string
-	cmd    *exec.Cmd
-	ln     net.Listener
-	tty    *sandbox.ContainerTTY
-	egress *sandbox.Egress
-	sigs   chan os.Signal
-	waitc  chan error
-	once   sync.Once
-	status int
-	err    error
+	rt      Runtime
+	dir     string // the run's private directory: bundle, state, run directory
+	id      string
+	cmd     *exec.Cmd
+	ln      net.Listener
+	tty     *sandbox.ContainerTTY
+	egress  *sandbox.Egress
+	started atomic.Bool     // the init reported that it runs
+	eg      *sandbox.Egress // the one the socket serves
+	sigs    chan os.Signal
+	waitc   chan error
+	once    sync.Once
+	status  int
+	err     error
 }
 
 // Start writes a bundle for s, runs it with the runtime and returns once
@@ -185,14 +188,16 @@ func Start(s *sandbox.Spec, o Options) (c *Container, err error) {
 		return nil, err
 	}
 	eg := o.Egress
-	if eg == nil && o.TTY {
-		eg = sandbox.NewEgress() // only for the terminal: nothing serves its Accept
+	if eg == nil {
+		eg = sandbox.NewEgress() // for the terminal and the start report: nothing serves its Accept
 		c.egress = eg
 	}
+	eg.OnStarted(func() { c.started.Store(true) })
+	c.eg = eg
 	if c.tty != nil {
 		eg.SetTTY(c.tty)
 	}
-	if s.Egress || o.TTY {
+	{
 		sock := filepath.Join(runDir, sandbox.ContainerSocket)
 		if c.ln, err = net.Listen("unix", sock); err != nil {
 			return nil, fmt.Errorf("the run's socket: %w", err)
@@ -291,6 +296,13 @@ func (c *Container) Wait() (int, error) {
 		if c.tty != nil {
 			c.tty.Wait()
 		}
+		if !c.started.Load() && c.err == nil && c.status != 0 {
+			// The runtime failed before the container's init ran (its
+			// message is on Stderr): the sandbox's status, not the
+			// command's.
+			c.err = &sandbox.StageError{Stage: c.rt.Name, Code: 125, Err: fmt.Errorf("the runtime exited with status %d before the container started", c.status)}
+			c.status = 125
+		}
 		c.cleanup()
 	})
 	return c.status, c.err
@@ -323,6 +335,10 @@ func (c *Container) cleanup() {
 	}
 	if c.tty != nil {
 		c.tty.Close()
+	}
+	if c.eg != nil {
+		c.eg.OnStarted(nil)
+		c.eg.SetTTY(nil)
 	}
 	if c.egress != nil {
 		c.egress.Close()

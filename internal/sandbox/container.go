@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,8 +48,13 @@ type ContainerConfig struct {
 	Winsize *unix.Winsize `json:",omitempty"`
 }
 
-// TTYService is the line the init sends before a pty master's fd.
-const TTYService = "!tty"
+// TTYService is the line the init sends before a pty master's fd;
+// StartedService tells moat that the init runs (so a runtime that exits
+// without it failed before the container started), and moat answers it.
+const (
+	TTYService     = "!tty"
+	StartedService = "!started"
+)
 
 // ContainerInitEnv returns the NAME=VALUE variable that carries c to the
 // container's init (JSON: no newline, so it fits Docker's --env-file).
@@ -98,6 +104,7 @@ func containerInit(began int64) {
 		}
 		containerFail("start", err, 125)
 	}
+	notifyStarted(cfg.Socket)
 	var stdio *os.File
 	if cfg.TTY {
 		f, err := sendPTY(cfg.Socket, cfg.Winsize)
@@ -356,6 +363,14 @@ func (e *Egress) route(c net.Conn) {
 		line = append(line, b[0])
 	}
 	svc := strings.TrimSpace(string(line))
+	if svc == StartedService {
+		if fn, ok := containerStarted.Load(e); ok {
+			fn.(func())()
+		}
+		io.WriteString(c, "ok\n")
+		c.Close()
+		return
+	}
 	if svc == TTYService {
 		if t, ok := containerTTYs.Load(e); ok {
 			t.(*ContainerTTY).receive(c)
@@ -506,3 +521,30 @@ func openPTYByName(ws *unix.Winsize) (master, slave int, err error) {
 	}
 	return master, slave, nil
 }
+
+// notifyStarted tells moat that the init runs and waits for its answer,
+// so the news is in before anything the command does. Without a socket
+// (a runtime that moat does not run) there is nobody to tell.
+func notifyStarted(socket string) {
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, StartedService+"\n"); err == nil {
+		c.Read(make([]byte, 3))
+	}
+}
+
+// OnStarted calls fn when the container's init reports that it runs.
+// OnStarted(nil) forgets it.
+func (e *Egress) OnStarted(fn func()) {
+	if fn == nil {
+		containerStarted.Delete(e)
+		return
+	}
+	containerStarted.Store(e, fn)
+}
+
+var containerStarted sync.Map

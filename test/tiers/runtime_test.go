@@ -50,9 +50,17 @@ func TestFailClosed(t *testing.T) {
 			t.Errorf("%v: want a refusal naming %q:\n%v", c.flags, c.msg, r)
 		}
 	}
+	// A runtime that fails before the container starts: moat's status
+	// is the sandbox's (125), not a command's.
+	fake := filepath.Join(t.TempDir(), "runc-fails")
+	os.WriteFile(fake, []byte("#!/bin/sh\necho cannot create the container >&2\nexit 1\n"), 0o755)
+	r := b.run(tier{flags: []string{"--isolation", "container", "--runtime", fake, "--no-network"}}, 0, `echo ran`)
+	if r.code != 125 || !strings.Contains(r.stderr, "before the container started") {
+		t.Errorf("a failing runtime: want status 125 and the reason:\n%v", r)
+	}
 	// moat runs the runtime as root: a policy names one, never a file.
 	b = newBox(t, "isolation:\n  tier: container\n  runtime: ./runc\n")
-	r := b.run(tier{flags: []string{"--no-network"}}, 0, `echo ran`)
+	r = b.run(tier{flags: []string{"--no-network"}}, 0, `echo ran`)
 	if r.code == 0 || strings.Contains(r.stdout, "ran") || !strings.Contains(r.stderr, "not a path") {
 		t.Errorf("isolation.runtime ./runc: want a refusal:\n%v", r)
 	}
