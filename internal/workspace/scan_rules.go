@@ -113,7 +113,7 @@ func (d *detector) scan(rel string, content []byte) []Finding {
 }
 
 // Files are scanned in chunks of about chunkSize bytes that end at a blank
-// line. gitleaks runs a rule over a fragment only when one of the rule's
+// line, or a line's end outside a key block. gitleaks runs a rule over a fragment only when one of the rule's
 // keywords occurs in it; in a whole file of some size, "key" or "token"
 // nearly always does, and the rule that matches assignments of high-entropy
 // values ("generic-api-key", no literal prefix) is then the costliest part
@@ -126,7 +126,8 @@ const (
 
 // chunkEnd returns the length of the first chunk of b: up to the first
 // blank line after chunkSize and within chunkPeek of it, else up to the
-// last line's end before that, else chunkSize+chunkPeek bytes.
+// first line's end there outside a PEM block, else chunkSize+chunkPeek
+// bytes.
 func chunkEnd(b []byte) int {
 	if len(b) <= chunkSize+chunkPeek {
 		return len(b)
@@ -135,10 +136,27 @@ func chunkEnd(b []byte) int {
 	if i := bytes.Index(window, []byte("\n\n")); i >= 0 {
 		return chunkSize + i + 2
 	}
-	if i := bytes.LastIndexByte(window, '\n'); i >= 0 {
-		return chunkSize + i + 1
+	// No blank line: the first line's end after chunkSize that is not
+	// inside a PEM block.
+	for off := 0; off < len(window); {
+		i := bytes.IndexByte(window[off:], '\n')
+		if i < 0 {
+			break
+		}
+		end := chunkSize + off + i + 1
+		if !openPEM(b[:end]) {
+			return end
+		}
+		off += i + 1
 	}
 	return chunkSize + chunkPeek
+}
+
+// openPEM reports whether b ends inside a PEM block: its last BEGIN
+// armour has no END after it.
+func openPEM(b []byte) bool {
+	begin := bytes.LastIndex(b, []byte("-----BEGIN"))
+	return begin >= 0 && !bytes.Contains(b[begin:], []byte("-----END"))
 }
 
 // maxExcerpt bounds an excerpt, in runes.

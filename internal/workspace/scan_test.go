@@ -268,6 +268,16 @@ func TestChunkEnd(t *testing.T) {
 	if n := chunkEnd([]byte(withBlank)); n != chunkSize+97 {
 		t.Errorf("chunkEnd = %d; want %d, after the blank line", n, chunkSize+97)
 	}
+	// Without blank lines, a chunk ends at a line's end, but not inside a
+	// key block.
+	pem := pemBlock(rand.New(rand.NewPCG(4, 4)), "RSA PRIVATE KEY", 1190)
+	withKey := text[:chunkSize-64] + pem + "\n" + text
+	if n, want := chunkEnd([]byte(withKey)), chunkSize-64+len(pem)+1; n != want {
+		t.Errorf("chunkEnd = %d; want %d, after the key block", n, want)
+	}
+	if n := chunkEnd([]byte(text)); n != chunkSize+8 {
+		t.Errorf("chunkEnd = %d; want %d, the first line's end past chunkSize", n, chunkSize+8)
+	}
 	if n := chunkEnd([]byte("short")); n != 5 {
 		t.Errorf("chunkEnd(short) = %d", n)
 	}
