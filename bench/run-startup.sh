@@ -74,23 +74,24 @@ moat="$work/moat run -q --audit $work/audit.jsonl --"
 # secrets scanned, into the session), on this small working directory and
 # on a large tree. Sessions are removed between runs (not timed).
 ws_bench() {
-	mkdir -p "$work/large"
-	python3 - "$work/large" <<'PY'
+	# TREE DIRS FILES: FILES files of 1 KiB in each of DIRS directories.
+	local gen='
 import os, sys
-root, blob = sys.argv[1], b"x" * 1023 + b"\n"
-for d in range(100):
+root, dirs, files, blob = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), b"x" * 1023 + b"\n"
+for d in range(dirs):
     p = os.path.join(root, "d%03d" % d)
     os.makedirs(p, exist_ok=True)
-    for f in range(100):
+    for f in range(files):
         with open(os.path.join(p, "f%03d.txt" % f), "wb") as fh:
-            fh.write(blob)
-PY
+            fh.write(blob)'
+	python3 -c "$gen" "$work/small" 10 10
+	python3 -c "$gen" "$work/large" 100 100
 	local m="$work/moat run -q --audit $work/audit.jsonl" tree
 	wait_quiet
 	seg_start
 	for tree in small large; do
 		(
-			[ "$tree" = large ] && cd "$work/large"
+			cd "$work/$tree"
 			hyperfine -N --warmup 2 --runs "$runs" --prepare "rm -rf $work/.local/state/moat/sessions" --export-markdown "$work/ws-$tree.md" \
 				-n "$tree tree, --workspace rw" "$m -- true" \
 				-n "$tree tree, --workspace overlay" "$m --workspace overlay -- true" \
@@ -102,7 +103,7 @@ PY
 		echo "## Workspace modes: \`moat run --workspace MODE -- true\`"
 		echo
 		echo "Measured $(date -u +%Y-%m-%d) on $(uname -r), $(nproc) cores; hyperfine -N, $runs runs, 2 warm-ups; others used $OTHERS % of the CPUs; load average before: $(cut -d" " -f1-3 /proc/loadavg)."
-		echo "Small tree: the bench's working directory ($(find "$work/ws" | wc -l) entries); large: 10,000 files of 1 KiB in 100 directories."
+		echo "Small tree: 100 files of 1 KiB in 10 directories; large: 10,000 files of 1 KiB in 100 directories."
 		echo "rw binds the workspace; overlay records a manifest (an lstat of every entry) and PID 1 mounts overlayfs over it; copy stages"
 		echo "the tree into the session (workspace.Stage, secrets scanned). Each run's session is removed before the next (not timed)."
 		echo
