@@ -13,7 +13,7 @@ quick=""
 command -v hyperfine >/dev/null || { echo "scan.sh: hyperfine is missing (apt-get install hyperfine)" >&2; exit 1; }
 command -v jq >/dev/null || { echo "scan.sh: jq is missing (apt-get install jq)" >&2; exit 1; }
 if [ -n "$quick" ]; then
-	copies=${COPIES:-5} filler=${FILLER:-300} runs=${RUNS:-2} real_runs=0 real=${REAL:-}
+	copies=${COPIES:-5} filler=${FILLER:-300} runs=${RUNS:-2} real_runs=${REAL_RUNS:-1} real=${REAL:-}
 else
 	copies=${COPIES:-60} filler=${FILLER:-6000} runs=${RUNS:-3} real_runs=${REAL_RUNS:-2} real=${REAL:-$(go env GOMODCACHE)}
 fi
@@ -21,6 +21,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 version=$(go list -m -f '{{.Version}}' github.com/zricethezav/gitleaks/v8)
+rev=$(git describe --always --dirty)
 go build -o "$work/moat" ./cmd/moat
 GOBIN="$work/bin" go install "github.com/zricethezav/gitleaks/v8@$version"
 gitleaks="$work/bin/gitleaks"
@@ -43,16 +44,16 @@ bench() {
 		>"$work/$name-hf.txt" 2>&1 || { cat "$work/$name-hf.txt" >&2; exit 1; }
 }
 
-# rows NAME DIR: the table's rows for one tree.
+# rows NAME DIR LABEL: the table's rows for one tree.
 rows() {
-	local name=$1 dir=$2 bytes files
+	local name=$1 dir=$2 label=$3 bytes files
 	read -r bytes files < <(size "$dir")
-	jq -r --argjson bytes "$bytes" --argjson files "$files" --arg tree "$name" '
+	jq -r --argjson bytes "$bytes" --argjson files "$files" --arg tree "$label" '
 		.results as $r | ($r[] | select(.command == "gitleaks dir") | .mean) as $g |
 		($r[] | select(.command == "gitleaks dir") | .user + .system) as $gc |
 		$r[] | "| \($tree) | \(.command) | \(.mean * 1000 | round) ± \((.stddev // 0) * 1000 | round) | \($bytes / 1e6 / .mean * 10 | round / 10) | \($files / .mean | round) | \($g / .mean * 100 | round / 100) | \((.user + .system) * 100 | round / 100) | \($gc / (.user + .system) * 100 | round / 100) |"' \
 		"$work/$name-hf.json"
-	echo "$name: $((bytes / 1000000)) MB in $files files" >>"$work/sizes"
+	echo "$label: $((bytes / 1000000)) MB in $files files" >>"$work/sizes"
 }
 
 # recall WHO FINDINGS_TSV: planted items found / planted, for content
@@ -78,15 +79,15 @@ nlabels=$(wc -l <"$work/labels.tsv")
 {
 	echo "# moat scan against gitleaks $version"
 	echo
-	echo "\`bench/scan.sh${quick:+ --quick}\` at moat $(git rev-parse --short HEAD), $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs,"
+	echo "\`bench/scan.sh${quick:+ --quick}\` at moat $rev, $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs,"
 	echo "load average $load_before before and $load_after after (other work shares the machine)."
 	echo "hyperfine, $runs runs (real tree: $real_runs) after a warm-up (files in the page cache); moat's size cap lifted,"
 	echo "gitleaks with its defaults (decoding depth 5, no archives)."
 	echo
 	echo "| tree | scanner | wall ms (mean ± σ) | MB/s | files/s | wall, gitleaks / this | CPU s (user+sys) | CPU, gitleaks / this |"
 	echo "|---|---|---|---|---|---|---|---|"
-	rows generated "$work/tree"
-	[ -n "$real" ] && rows "real: $(basename "$real")" "$real"
+	rows generated "$work/tree" generated
+	[ -n "$real" ] && rows real "$real" "real: $(basename "$real")"
 	echo
 	sed 's/^/- /' "$work/sizes"
 	[ -n "$real" ] && echo "- real: \`$real\` (\`go env GOMODCACHE\`: module sources, and the download cache's zips, which both skip as binary)"
