@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/moatsec/moat/internal/testmoat"
 	"time"
 )
 
@@ -31,45 +33,29 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	inCI = os.Getenv("CI") == "true"
+	inCI = testmoat.InCI
 	// Outside /tmp (private in the sandbox) and readable by the agent's
 	// unprivileged identity.
-	dir, err := os.MkdirTemp("/var/tmp", "moat-claude-bin-")
+	bin, cleanup, err := testmoat.Build("/var/tmp", "moat-claude-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	os.Chmod(dir, 0o755)
-	binDir = dir
-	moatBin = filepath.Join(dir, "moat")
-	build := exec.Command("go", "build", "-o", moatBin, "github.com/moatsec/moat/cmd/moat")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build moat:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	moatBin, binDir = bin, filepath.Dir(bin)
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
 // need fails (in CI) or skips the test when a tool is missing.
 func need(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			unavailable(t, "%s is not installed", tool)
-		}
-	}
+	testmoat.Need(t, tools...)
 }
 
 func unavailable(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if inCI {
-		t.Fatalf(format+"; CI must provide it", args...)
-	}
-	t.Skipf(format, args...)
+	testmoat.Unavailable(t, format, args...)
 }
 
 var (

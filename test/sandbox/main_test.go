@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moatsec/moat/internal/testmoat"
 )
 
 var (
@@ -19,37 +21,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	inCI = os.Getenv("CI") == "true"
-	dir, err := os.MkdirTemp("", "moat-sandbox-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	moatBin = filepath.Join(dir, "moat")
-	build := exec.Command("go", "build", "-o", moatBin, "github.com/moatsec/moat/cmd/moat")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build moat:", err)
-		os.Exit(1)
-	}
-	// The sandbox reads this binary as its unprivileged identity.
-	os.Chmod(dir, 0o755)
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	inCI = testmoat.InCI
+	testmoat.Main(m, "", "moat-sandbox-e2e-", &moatBin)
 }
 
 // need fails (in CI) or skips the test when a tool is missing.
 func need(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if inCI {
-				t.Fatalf("%s is missing; CI must install it", tool)
-			}
-			t.Skipf("%s is not installed", tool)
-		}
-	}
+	testmoat.Need(t, tools...)
 }
 
 // box is one test's world: a workspace, a home with secrets outside it,

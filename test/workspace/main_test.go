@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moatsec/moat/internal/testmoat"
 )
 
 var (
@@ -21,23 +23,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	inCI = os.Getenv("CI") == "true"
-	dir, err := os.MkdirTemp("", "moat-workspace-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	moatBin = filepath.Join(dir, "moat")
-	build := exec.Command("go", "build", "-o", moatBin, "github.com/moatsec/moat/cmd/moat")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build moat:", err)
-		os.Exit(1)
-	}
-	os.Chmod(dir, 0o755) // the sandbox reads the binary as its unprivileged identity
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	inCI = testmoat.InCI
+	testmoat.Main(m, "", "moat-workspace-e2e-", &moatBin)
 }
 
 // box is a workspace and a home (whose state directory holds the
@@ -51,12 +38,7 @@ type box struct {
 
 func newBox(t *testing.T) *box {
 	t.Helper()
-	if _, err := exec.LookPath("sh"); err != nil {
-		if inCI {
-			t.Fatal("sh is missing")
-		}
-		t.Skip("sh is missing")
-	}
+	testmoat.Need(t, "sh")
 	root, err := os.MkdirTemp("/var/tmp", "moat-ws-")
 	if err != nil {
 		t.Fatal(err)
