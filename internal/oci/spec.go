@@ -136,10 +136,6 @@ func Generate(s *sandbox.Spec, o GenerateOptions) (*specs.Spec, error) {
 		cc.Nproc = s.Resources.Pids
 	}
 	cc.TTY, cc.Winsize = o.TTY, o.Winsize
-	env, err := sandbox.ContainerInitEnv(cc)
-	if err != nil {
-		return nil, fmt.Errorf("oci: %w", err)
-	}
 	sc, err := Seccomp()
 	if err != nil {
 		return nil, err
@@ -151,7 +147,6 @@ func Generate(s *sandbox.Spec, o GenerateOptions) (*specs.Spec, error) {
 		Root:     &specs.Root{Path: o.Rootfs, Readonly: true},
 		Process: &specs.Process{
 			Args: []string{MoatPath, sandbox.ContainerInitArg},
-			Env:  []string{env},
 			Cwd:  s.Dir,
 			User: specs.User{UID: AgentID, GID: AgentID},
 			Capabilities: &specs.LinuxCapabilities{
@@ -203,6 +198,17 @@ func Generate(s *sandbox.Spec, o GenerateOptions) (*specs.Spec, error) {
 			rs.Process.Args = append([]string{LibPath + "/" + filepath.Base(interp), "--library-path", LibPath}, rs.Process.Args...)
 		}
 	}
+	if o.GVisor {
+		// The process runs as the workspace's owner (the callers set
+		// it); the init gives the agent AgentID in a user namespace
+		// mapped onto it.
+		cc.UserNS, cc.Argv = AgentID, rs.Process.Args
+	}
+	env, err := sandbox.ContainerInitEnv(cc)
+	if err != nil {
+		return nil, fmt.Errorf("oci: %w", err)
+	}
+	rs.Process.Env = []string{env}
 	return rs, nil
 }
 

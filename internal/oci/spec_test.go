@@ -61,7 +61,7 @@ func TestGenerateGolden(t *testing.T) {
 	if err := json.Unmarshal([]byte(v), &cc); err != nil {
 		t.Fatalf("the init's config: %v", err)
 	}
-	if cc.Socket != RunPath+"/"+sandbox.ContainerSocket || !slices.Equal(cc.Spec.Argv, fixtureSpec().Argv) || !hasTmpfs(cc.Spec.Tmpfs, "/home/dev") {
+	if cc.Socket != RunPath+"/"+sandbox.ContainerSocket || !slices.Equal(cc.Spec.Argv, fixtureSpec().Argv) || !hasTmpfs(cc.Spec.Tmpfs, "/home/dev") || cc.UserNS != 0 {
 		t.Errorf("the init's config: %+v", cc)
 	}
 	rs.Process.Env[0] = sandbox.ContainerEnvVar + "=(the init's config)"
@@ -82,6 +82,27 @@ func TestGenerateGolden(t *testing.T) {
 	}
 	if string(got) != string(want) {
 		t.Errorf("config.json differs from %s (go test -update rewrites it):\n%s", golden, got)
+	}
+}
+
+// TestGenerateGVisorUserNS: under gVisor the process runs as the
+// workspace's owner, so the init is told to give the agent AgentID in a
+// user namespace of its own, and how to start itself again there.
+func TestGenerateGVisorUserNS(t *testing.T) {
+	rs, err := Generate(fixtureSpec(), GenerateOptions{Rootfs: "/bundle/rootfs", Exe: "/usr/local/bin/moat", RunDir: "/bundle/run", GVisor: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cc sandbox.ContainerConfig
+	v, _ := strings.CutPrefix(rs.Process.Env[0], sandbox.ContainerEnvVar+"=")
+	if err := json.Unmarshal([]byte(v), &cc); err != nil {
+		t.Fatalf("the init's config: %v", err)
+	}
+	if cc.UserNS != AgentID || !slices.Equal(cc.Argv, rs.Process.Args) {
+		t.Errorf("the init's config: UserNS %d, Argv %q; want %d and the process's args %q", cc.UserNS, cc.Argv, AgentID, rs.Process.Args)
+	}
+	if slices.ContainsFunc(rs.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace }) {
+		t.Error("the gVisor spec asks the runtime for a user namespace")
 	}
 }
 

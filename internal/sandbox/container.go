@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,23 @@ type ContainerConfig struct {
 	// and sends its master to moat over the socket (TTYService).
 	TTY     bool          `json:",omitempty"`
 	Winsize *unix.Winsize `json:",omitempty"`
+	// UserNS, when set, is the uid and gid the init and the command take
+	// in a user namespace of their own that maps them onto the ids the
+	// init starts with; Argv is the init's command line. gVisor's tiers
+	// start the init as the workspace's owner (its gofer serves no
+	// idmapped mounts), who may be root: in the namespace the command is
+	// UserNS, still writes what the owner owns, and cannot become uid 0,
+	// which is not mapped there. An init that already runs as UserNS
+	// needs no namespace (and keeps an empty bounding set).
+	UserNS int      `json:",omitempty"`
+	Argv   []string `json:",omitempty"`
+	// InUserNS tells the init that containerUserNS started it: the new
+	// namespace filled the bounding set, and execve took the capability
+	// (CAP_SETPCAP) that could empty it (gVisor 2022 has no ambient
+	// capabilities to carry it across), so the last stage checks the
+	// other sets only. With them empty, no_new_privs set and no uid 0 in
+	// the namespace, no execve gains anything from it.
+	InUserNS bool `json:",omitempty"`
 }
 
 // TTYService is the line the init sends before a pty master's fd;
@@ -96,6 +114,12 @@ func containerInit(began int64) {
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
 		containerFail("start", fmt.Errorf("read the config: %w", err), 125)
 	}
+	if cfg.UserNS != 0 && (os.Getuid() != cfg.UserNS || os.Getgid() != cfg.UserNS) {
+		os.Exit(containerUserNS(cfg, sigs))
+	}
+	// The init may not be PID 1 (containerUserNS): its command's
+	// orphans are its to reap.
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	s := &cfg.Spec
 	if err := containerLayers(s); err != nil {
 		var se *StageError
@@ -120,7 +144,16 @@ func containerInit(began int64) {
 		}
 	}
 	ic := initConfig{Spec: *s}
-	pid, err := containerFork(&ic, thread, cfg.Nproc, stdio)
+	steps := containerSteps
+	if cfg.InUserNS {
+		steps = slices.Clone(steps)
+		for i := range steps {
+			if steps[i].name == "capabilities" {
+				steps[i].fn = checkNoCapsUserNS
+			}
+		}
+	}
+	pid, err := containerFork(&ic, thread, steps, cfg.Nproc, stdio)
 	if stdio != nil {
 		stdio.Close()
 	}
@@ -141,6 +174,48 @@ func containerInit(began int64) {
 	}()
 	_ = began
 	os.Exit(reapUntil(pid))
+}
+
+// containerUserNS runs the init again in a new user namespace in which
+// its uid and gid are cfg.UserNS, mapped onto its own (one id each, which
+// a process may map without capabilities; setgroups is denied, as the
+// kernel requires then), then forwards signals to it, reaps and returns
+// its status. The command's seccomp filter, loaded later, refuses a
+// further user namespace.
+func containerUserNS(cfg ContainerConfig, sigs <-chan os.Signal) int {
+	id := cfg.UserNS
+	argv := cfg.Argv
+	cfg.UserNS, cfg.Argv, cfg.InUserNS = 0, nil, true
+	if len(argv) == 0 {
+		containerFail("user namespace", errors.New("the init's command line is missing"), 125)
+	}
+	env, err := ContainerInitEnv(cfg)
+	if err != nil {
+		containerFail("user namespace", err, 125)
+	}
+	cmd := &exec.Cmd{Path: argv[0], Args: argv, Env: append(os.Environ(), env),
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags:  unix.CLONE_NEWUSER,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: id, HostID: os.Getuid(), Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: id, HostID: os.Getgid(), Size: 1}},
+		}}
+	// The child's /proc files, its uid_map among them, belong to root
+	// while this process is not dumpable: the owner who is not root
+	// could not write the map. No agent runs yet.
+	unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
+	err = cmd.Start()
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	if err != nil {
+		containerFail("user namespace", fmt.Errorf("start the init in a user namespace mapping uid %d to %d: %w", id, os.Getuid(), err), 125)
+	}
+	pid := cmd.Process.Pid
+	go func() {
+		for sig := range sigs {
+			unix.Kill(pid, sig.(syscall.Signal))
+		}
+	}()
+	return reapUntil(pid)
 }
 
 // containerLayers refuses what the policy requires and this kernel (or
@@ -179,7 +254,14 @@ var containerSteps = []stage{
 
 // checkNoCaps fails unless the effective, permitted, inheritable and
 // bounding sets are empty.
-func checkNoCaps(*initConfig) error {
+func checkNoCaps(*initConfig) error { return checkCaps(true) }
+
+// checkNoCapsUserNS is checkNoCaps in containerUserNS's namespace, whose
+// bounding set is full (see ContainerConfig.InUserNS). The ambient set
+// is a subset of the permitted one, which must be empty.
+func checkNoCapsUserNS(*initConfig) error { return checkCaps(false) }
+
+func checkCaps(bounding bool) error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
@@ -190,7 +272,7 @@ func checkNoCaps(*initConfig) error {
 			return fmt.Errorf("the container's process has capabilities (%#x); the runtime did not drop them", d.Permitted)
 		}
 	}
-	for c := 0; c < 64; c++ {
+	for c := 0; bounding && c < 64; c++ {
 		v, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
 		if err != nil {
 			break // past the last capability
@@ -204,7 +286,7 @@ func checkNoCaps(*initConfig) error {
 
 // containerFork runs containerSteps on the init's command thread and
 // forks the command from it (see forkCommand).
-func containerFork(cfg *initConfig, thread chan<- func(), nproc int64, stdio *os.File) (int, error) {
+func containerFork(cfg *initConfig, thread chan<- func(), steps []stage, nproc int64, stdio *os.File) (int, error) {
 	type result struct {
 		pid int
 		err error
@@ -219,7 +301,7 @@ func containerFork(cfg *initConfig, thread chan<- func(), nproc int64, stdio *os
 			done <- result{err: &StageError{Stage: "exec", Err: err, Code: 127}}
 			return
 		}
-		for _, st := range containerSteps {
+		for _, st := range steps {
 			if err := st.fn(&c); err != nil {
 				done <- result{err: &StageError{Stage: st.name, Err: err, Code: 125}}
 				return

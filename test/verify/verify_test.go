@@ -304,15 +304,6 @@ func TestTiers(t *testing.T) {
 	}
 }
 
-func init() {
-	// TODO(tiers): the gvisor tier runs the agent with the workspace
-	// owner's ids and no user namespace (gVisor's gofer serves none), so
-	// when root owns the workspace, as in CI, the agent is uid 0 inside
-	// gVisor's kernel. It has no capabilities, but it is root.
-	knownEscapes["gvisor"] = map[string]string{"setuid": "the agent is uid 0 in gVisor when root owns the workspace"}
-	knownEscapes["docker-runsc"] = knownEscapes["gvisor"]
-}
-
 // probeImage imports the smallest image the probes need: the C library
 // that moat's binary loads, and an /etc/passwd. Nothing is pulled.
 func probeImage(t *testing.T) string {
