@@ -111,13 +111,16 @@ func buildRoot(s *Spec, idmapped map[int]int) error {
 	if err := mountWorkspace(s, at); err != nil {
 		return err
 	}
+	// A pin or protection whose path was removed since Compile listed it
+	// (another process's directory in a shared writable /var/tmp, say) is
+	// skipped: the run is then as if it had been absent at Compile.
 	for _, p := range s.Pin {
-		if err := rebind(at(p), 0); err != nil {
+		if err := rebind(at(p), 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("pin %s: %w", p, err)
 		}
 	}
 	for _, p := range s.Protect {
-		if err := rebind(at(p), unix.MOUNT_ATTR_RDONLY); err != nil {
+		if err := rebind(at(p), unix.MOUNT_ATTR_RDONLY); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("protect %s: %w", p, err)
 		}
 	}
