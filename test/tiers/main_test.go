@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/moatsec/moat/internal/testmoat"
 	"time"
 )
 
@@ -24,23 +26,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	inCI = os.Getenv("CI") == "true"
-	dir, err := os.MkdirTemp("", "moat-tiers-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	moatBin = filepath.Join(dir, "moat")
-	build := exec.Command("go", "build", "-o", moatBin, "github.com/moatsec/moat/cmd/moat")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build moat:", err)
-		os.Exit(1)
-	}
-	os.Chmod(dir, 0o755)
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	inCI = testmoat.InCI
+	testmoat.Main(m, "", "moat-tiers-", &moatBin)
 }
 
 // tier is one row of the table's other axis: moat run's flags for it.

@@ -1,16 +1,16 @@
 package tiers_test
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/moatsec/moat/internal/testmoat"
 )
 
 // TestTTY: in the container and gvisor tiers the command gets a terminal
@@ -25,7 +25,7 @@ func TestTTY(t *testing.T) {
 		}
 		t.Run(tr.name, func(t *testing.T) {
 			b := newBox(t, "filesystem:\n  write: [\".\"]\n")
-			master, slave := openPTY(t)
+			master, slave := testmoat.OpenPTY(t)
 			defer master.Close()
 			unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 30, Col: 100})
 			script := `import fcntl, os, struct, sys, termios
@@ -49,82 +49,19 @@ print("read", sys.stdin.readline().strip(), flush=True)
 			slave.Close()
 			watchdog := time.AfterFunc(90*time.Second, func() { cmd.Process.Kill() })
 			defer watchdog.Stop()
-			out := &ptyReader{f: master}
-			if !out.waitFor("ready", 60*time.Second) {
+			out := &testmoat.PTYReader{F: master}
+			if !out.WaitFor("ready", 60*time.Second) {
 				cmd.Process.Kill()
-				t.Fatalf("no ready line; output:\n%s", out.text())
+				t.Fatalf("no ready line; output:\n%s", out.Text())
 			}
 			master.Write([]byte("typed-line\r"))
-			out.waitFor("read typed-line", 30*time.Second)
+			out.WaitFor("read typed-line", 30*time.Second)
 			cmd.Wait()
 			for _, want := range []string{"isatty True size 30x100", "tiocsti-errno 1", "read typed-line"} {
-				if !strings.Contains(out.text(), want) {
-					t.Errorf("terminal output lacks %q:\n%s", want, out.text())
+				if !strings.Contains(out.Text(), want) {
+					t.Errorf("terminal output lacks %q:\n%s", want, out.Text())
 				}
 			}
 		})
 	}
 }
-
-func openPTY(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, s
-}
-
-// ptyReader collects a pty master's output in the background.
-type ptyReader struct {
-	f     *os.File
-	buf   []byte
-	ch    chan []byte
-	start bool
-}
-
-func (p *ptyReader) waitFor(s string, timeout time.Duration) bool {
-	if !p.start {
-		p.start = true
-		p.ch = make(chan []byte, 64)
-		go func() {
-			for {
-				b := make([]byte, 4096)
-				n, err := p.f.Read(b)
-				if n > 0 {
-					p.ch <- b[:n]
-				}
-				if err != nil {
-					close(p.ch)
-					return
-				}
-			}
-		}()
-	}
-	deadline := time.After(timeout)
-	for !strings.Contains(string(p.buf), s) {
-		select {
-		case b, ok := <-p.ch:
-			if !ok {
-				return strings.Contains(string(p.buf), s)
-			}
-			p.buf = append(p.buf, b...)
-		case <-deadline:
-			return false
-		}
-	}
-	return true
-}
-
-func (p *ptyReader) text() string { return string(p.buf) }

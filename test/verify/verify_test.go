@@ -8,12 +8,13 @@ package verify_test
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moatsec/moat/internal/testmoat"
 )
 
 var (
@@ -22,23 +23,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	inCI = os.Getenv("CI") == "true"
-	dir, err := os.MkdirTemp("", "moat-verify-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	moatBin = filepath.Join(dir, "moat")
-	build := exec.Command("go", "build", "-o", moatBin, "github.com/moatsec/moat/cmd/moat")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build moat:", err)
-		os.Exit(1)
-	}
-	os.Chmod(dir, 0o755)
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	inCI = testmoat.InCI
+	testmoat.Main(m, "", "moat-verify-e2e-", &moatBin)
 }
 
 type result struct {
