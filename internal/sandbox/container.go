@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -137,10 +136,10 @@ func containerInit(began int64) {
 		}
 		stdio = f
 	}
-	fw := &sockForwarder{path: cfg.Socket}
+	fw := &forwarder{dial: sockDial(cfg.Socket)}
 	if s.Egress {
 		if err := fw.listen(s); err != nil {
-			containerFail("network", err, 125)
+			containerFail("network", fmt.Errorf("%w (is loopback up? the runtime brings it up in the container's network namespace)", err), 125)
 		}
 	}
 	ic := initConfig{Spec: *s}
@@ -337,78 +336,21 @@ func containerFork(cfg *initConfig, thread chan<- func(), steps []stage, nproc i
 	return r.pid, r.err
 }
 
-// sockForwarder is the container's forwarder: the native one's listeners,
-// each connection carried over a new connection to the run's Unix socket,
-// which starts with one line naming the service ("" for the proxy).
-type sockForwarder struct {
-	path string
-	lns  []service
-}
-
-func (fw *sockForwarder) listen(s *Spec) error {
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false)
-	listen := func(port int, name string) error {
-		ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:"+strconv.Itoa(port))
+// sockDial is the container forwarder's dial: a new connection to the
+// run's Unix socket, which starts with one line naming the service (""
+// for the proxy).
+func sockDial(path string) func(string) (net.Conn, error) {
+	return func(svc string) (net.Conn, error) {
+		up, err := net.Dial("unix", path)
 		if err != nil {
-			return fmt.Errorf("forwarder on port %d: %w (is loopback up? the runtime brings it up in the container's network namespace)", port, err)
+			return nil, err
 		}
-		fw.lns = append(fw.lns, service{ln, name})
-		return nil
-	}
-	for _, port := range []int{HTTPProxyPort, SOCKSProxyPort} {
-		if err := listen(port, ""); err != nil {
-			return err
+		if _, err := io.WriteString(up, svc+"\n"); err != nil {
+			up.Close()
+			return nil, err
 		}
+		return up, nil
 	}
-	for _, ep := range s.Endpoints {
-		if err := listen(ep.Port, ep.Name); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (fw *sockForwarder) serve() {
-	for _, sv := range fw.lns {
-		go func() {
-			for {
-				c, err := sv.ln.Accept()
-				if err != nil {
-					if errors.Is(err, net.ErrClosed) {
-						return
-					}
-					continue
-				}
-				go fw.handle(c, sv.name)
-			}
-		}()
-	}
-}
-
-func (fw *sockForwarder) handle(c net.Conn, svc string) {
-	defer c.Close()
-	up, err := net.Dial("unix", fw.path)
-	if err != nil {
-		return
-	}
-	defer up.Close()
-	if _, err := io.WriteString(up, svc+"\n"); err != nil {
-		return
-	}
-	done := make(chan struct{})
-	go func() {
-		io.Copy(up, c)
-		if cw, ok := up.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
-		close(done)
-	}()
-	io.Copy(c, up)
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
-	<-done
 }
 
 // ServeSocket accepts the container forwarder's connections on ln (the

@@ -15,12 +15,18 @@ import (
 )
 
 // forwarder listens on 127.0.0.1 inside the sandbox and carries each
-// connection's bytes to a connection that the parent hands over the
-// control socket. It runs in PID 1, outside the command's seccomp filter.
+// connection's bytes to a connection to the host that dial opens for the
+// service. It runs in the init, outside the command's seccomp filter.
 type forwarder struct {
+	dial func(svc string) (net.Conn, error)
+	lns  []service
+}
+
+// ctlDialer asks the parent, over the control socket, for connections
+// (the native tier: no socket file, the parent hands each one over).
+type ctlDialer struct {
 	ctl int
 	mu  sync.Mutex // one request on the control socket at a time
-	lns []service
 }
 
 // service is one of the forwarder's listeners and the service its
@@ -40,15 +46,22 @@ func setupNetwork(s *Spec, fw *forwarder) error {
 	if !s.Egress {
 		return nil
 	}
+	return fw.listen(s)
+}
+
+// listen opens the forwarder's listeners: the proxy's ports and each
+// reverse endpoint's, on 127.0.0.1 (before the command starts, so no
+// wait is needed).
+func (fw *forwarder) listen(s *Spec) error {
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
 	listen := func(port int, name string) error {
 		ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
 			if name != "" {
-				return fmt.Errorf("forwarder: endpoint %s: %w", name, err)
+				return fmt.Errorf("forwarder: endpoint %s on port %d: %w", name, port, err)
 			}
-			return fmt.Errorf("forwarder: %w", err)
+			return fmt.Errorf("forwarder on port %d: %w", port, err)
 		}
 		fw.lns = append(fw.lns, service{ln, name})
 		return nil
@@ -103,17 +116,17 @@ func (fw *forwarder) serve() {
 
 // dial asks the parent for a connection to the listener of the service
 // (the proxy when empty, else the named reverse endpoint).
-func (fw *forwarder) dial(svc string) (net.Conn, error) {
-	fw.mu.Lock()
-	defer fw.mu.Unlock()
+func (d *ctlDialer) dial(svc string) (net.Conn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	var body any
 	if svc != "" {
 		body = egressRequest{Service: svc}
 	}
-	if err := sendMsg(fw.ctl, msgEgress, body); err != nil {
+	if err := sendMsg(d.ctl, msgEgress, body); err != nil {
 		return nil, err
 	}
-	typ, _, fds, err := recvMsg(fw.ctl)
+	typ, _, fds, err := recvMsg(d.ctl)
 	if err != nil {
 		return nil, err
 	}

@@ -101,7 +101,7 @@ func pid1(began int64) {
 		failInit("mounts", err, 125)
 	}
 	tr.Mark("mounts")
-	fw := &forwarder{ctl: ctlFD}
+	fw := &forwarder{dial: (&ctlDialer{ctl: ctlFD}).dial}
 	if err := setupNetwork(&cfg.Spec, fw); err != nil {
 		failInit("network", err, 125)
 	}
